@@ -1,0 +1,39 @@
+# Machine Unlearning, Reproduced: build, test and reproduce.
+#   make book                         render the book from the committed, executed chapters -> _build/html
+#   make test                         unit tests + every chapter on the smoke profile + book build with -W
+#   make reproduce PROFILE=cpu [CHAPTER=foundations]   re-execute chapters in place on a profile
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+CHAPTER ?=
+DEVICE ?= auto
+
+.PHONY: book test reproduce clean help
+
+help:
+	@sed -n '1,5p' Makefile
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.book-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[book]'
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[book,test]'
+	touch $@
+
+book: $(VENV)/.book-installed
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest
+
+reproduce: $(VENV)/.test-installed
+	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER))
+
+clean:
+	rm -rf _build

@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests run on real data from the data root (``make test`` expects ``data/`` seeded from
+``../shared/data``, which ``.ci/run`` does); checkpoints and results go to temporary folders."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from unlearnlib import config
+from unlearnlib.data import load_dataset
+from unlearnlib.training import Recipe, train_or_load
+
+TINY_RECIPE = Recipe(epochs=3, batch_size=64, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_outputs(tmp_path_factory):
+    """Checkpoints and results written by tests never touch the repository's cache or results."""
+    base = tmp_path_factory.mktemp("unlearnlib")
+    old = {k: os.environ.get(k) for k in (config.CACHE_ENV, config.RESULTS_ENV, config.FORGET_SETS_ENV)}
+    os.environ[config.CACHE_ENV] = str(base / "checkpoints")
+    os.environ[config.RESULTS_ENV] = str(base / "results")
+    os.environ[config.FORGET_SETS_ENV] = str(base / "forget_sets")
+    yield base
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Full Fashion-MNIST (60,000 / 10,000) from the data root."""
+    return load_dataset("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def small_fashion():
+    """A fixed class-balanced 3,000 / 1,000 subset of Fashion-MNIST: real data, seconds to train on."""
+    return load_dataset("fashion-mnist", train_size=3000, test_size=1000, subset_seed=0)
+
+
+@pytest.fixture(scope="session")
+def class_task(small_fashion):
+    from unlearnlib import tasks
+
+    return tasks.full_class(small_fashion, "Trouser")
+
+
+@pytest.fixture(scope="session")
+def trained(small_fashion, class_task):
+    """Original (all training data) and retrain (D_r only) small CNNs for ``class_task``, seed 0."""
+    all_idx = np.arange(len(small_fashion.y_train))
+    original = train_or_load(small_fashion, all_idx, "small-cnn", TINY_RECIPE, seed=0, role="original",
+                             device="cpu", progress=False)
+    retrain = train_or_load(small_fashion, class_task.retain_idx, "small-cnn", TINY_RECIPE, seed=0, role="retrain",
+                            device="cpu", progress=False)
+    return original.model, retrain.model

@@ -1,0 +1,73 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnlib import metrics
+
+
+def test_accuracy_from_logits_known_answer():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    assert metrics.accuracy_from_logits(logits, torch.tensor([0, 1, 1, 1])) == 0.75
+    assert math.isnan(metrics.accuracy_from_logits(logits[:0], torch.tensor([], dtype=torch.long)))
+
+
+def test_entropy_and_confidence_known_values():
+    uniform = torch.zeros(3, 4)
+    assert np.allclose(metrics.entropy(uniform), math.log(4))
+    assert np.allclose(metrics.true_class_confidence(uniform, torch.tensor([0, 1, 2])), 0.25)
+    assert np.allclose(metrics.cross_entropy(uniform, torch.tensor([0, 1, 2])), math.log(4))
+
+
+def _confident(n, margin):
+    """Logits whose softmax puts more mass on class 0 the larger the margin."""
+    z = torch.zeros(n, 10)
+    z[:, 0] = torch.as_tensor(margin, dtype=torch.float32)
+    return z
+
+
+def test_entropy_mia_calls_confident_samples_members_and_uncertain_ones_not():
+    rng = np.random.default_rng(0)
+    members = _confident(500, rng.normal(8, 0.5, 500))
+    non_members = _confident(500, rng.normal(1, 0.5, 500))
+    assert metrics.mia_entropy_lr(members, non_members, _confident(200, np.full(200, 8.0))) > 0.95
+    assert metrics.mia_entropy_lr(members, non_members, _confident(200, np.full(200, 1.0))) < 0.05
+
+
+def test_loss_mia_is_chance_on_identical_and_perfect_on_separated_losses():
+    rng = np.random.default_rng(0)
+    same = metrics.mia_loss_lr(rng.exponential(1, 1000), rng.exponential(1, 1000))
+    assert 0.4 < same < 0.6
+    assert metrics.mia_loss_lr(rng.uniform(0, 0.1, 500), rng.uniform(2, 3, 800)) > 0.99
+
+
+def test_svc_mia_efficacy_counts_forget_samples_judged_non_members():
+    rng = np.random.default_rng(0)
+    retain, test = rng.uniform(0.9, 1.0, 600), rng.uniform(0.0, 0.5, 600)
+    assert metrics.mia_efficacy_svc(retain, test, rng.uniform(0.0, 0.5, 100)) > 0.95
+    assert metrics.mia_efficacy_svc(retain, test, rng.uniform(0.9, 1.0, 100)) < 0.05
+
+
+def test_activation_distance_known_values():
+    a = torch.tensor([[10.0, -10.0]] * 4)
+    assert metrics.activation_distance(a, a) == 0
+    assert metrics.activation_distance(a, -a) == pytest.approx(math.sqrt(2), abs=1e-4)
+
+
+def test_evaluate_returns_every_metric_in_range(trained, class_task):
+    original, retrain = trained
+    rec = metrics.evaluate(original, class_task, reference=retrain, device="cpu", svc_max_samples=300)
+    expected = {"forget_acc", "retain_acc", "test_acc", "test_forget_acc", *metrics.MIA_VARIANTS,
+                "activation_distance"}
+    assert expected == set(rec)
+    assert set(rec) <= set(metrics.METRIC_INFO)
+    for k, v in rec.items():
+        assert 0 <= v <= (2 ** 0.5 if k == "activation_distance" else 1), k
+    assert rec["forget_acc"] > 0.8  # the original model still knows the class
+
+
+def test_retrain_model_has_no_activation_distance_to_itself(trained, class_task):
+    _, retrain = trained
+    rec = metrics.evaluate(retrain, class_task, reference=retrain, device="cpu", svc_max_samples=300)
+    assert rec["activation_distance"] == 0 and rec["forget_acc"] < 0.05

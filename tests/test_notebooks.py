@@ -1,0 +1,60 @@
+"""Every chapter in _toc.yml runs top to bottom on the smoke profile, and the committed copies are publishable."""
+import json
+import re
+
+import nbformat
+import pytest
+
+from unlearnlib import REPO_URL
+from unlearnlib.book import execute_chapter, toc_chapters
+from unlearnlib.config import REPO_ROOT
+
+CHAPTERS = toc_chapters()
+
+
+def _tags(cell):
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _errors(nb):
+    return [o for c in nb.cells if c.cell_type == "code" and "raises-exception" not in _tags(c)
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_the_book_has_chapters():
+    assert any(p.stem == "foundations" for p in CHAPTERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_on_smoke_and_writes_results(chapter, tmp_path, isolated_outputs):
+    out = execute_chapter(chapter, tmp_path / chapter.name, profile="smoke", device="cpu", timeout=600)
+    nb = nbformat.read(out, as_version=4)
+    assert not _errors(nb)
+    results = isolated_outputs / "results" / chapter.stem / "smoke.json"
+    assert results.exists(), "the chapter must write results/<chapter>/<profile>.json"
+    payload = json.loads(results.read_text())
+    assert payload["profile"] == "smoke" and payload["records"]
+    assert {"method", "task", "seed", "seconds", "forget_acc"} <= set(payload["records"][0])
+    assert payload["environment"]["commit"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_committed_chapter_is_executed_without_errors_on_a_real_profile(chapter):
+    nb = nbformat.read(chapter, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "commit the chapter executed (make reproduce)"
+    assert not _errors(nb)
+    params = "\n".join(c.source for c in nb.cells if _tags(c) & {"parameters", "injected-parameters"})
+    profile = re.findall(r"PROFILE\s*=\s*['\"](\w+)['\"]", params)[-1]
+    assert profile in {"cpu", "paper"}, f"committed outputs come from the {profile!r} profile"
+    assert (REPO_ROOT / "results" / chapter.stem / f"{profile}.json").exists()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_installs_the_library_in_colab_and_has_a_parameters_cell(chapter):
+    nb = nbformat.read(chapter, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0].source
+    assert "import unlearnlib" in first and "pip" in first and "install" in first and REPO_URL in first
+    assert any("parameters" in _tags(c) for c in code)

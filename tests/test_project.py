@@ -1,0 +1,51 @@
+"""The project's configuration stays consistent with itself: one source of truth for each fact."""
+import re
+import tomllib
+
+import yaml
+
+from unlearnlib import REPO_URL
+from unlearnlib.config import REPO_ROOT
+
+
+def _pyproject():
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_installs_the_project_with_the_same_extras():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    extras = set(_pyproject()["project"]["optional-dependencies"])
+    line = next(p for p in pip if p.startswith("-e ."))
+    assert set(re.search(r"\[(.*)\]", line).group(1).split(",")) == extras == {"book", "test"}
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    minimum = _pyproject()["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+
+
+def test_jupyter_book_is_pinned_to_version_1():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    for name in ("book", "test"):
+        assert "jupyter-book>=1.0.4.post1,<2" in extras[name]
+
+
+def test_repository_url_is_the_same_everywhere():
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    assert config["repository"]["url"] == REPO_URL
+    assert _pyproject()["project"]["urls"]["Homepage"] == REPO_URL
+    assert REPO_URL in (REPO_ROOT / "README.md").read_text()
+
+
+def test_book_renders_committed_outputs_and_ci_calls_make_test():
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "make test" in readme and "make book" in readme and "make reproduce" in readme
+
+
+def test_core_never_imports_a_method():
+    for path in (REPO_ROOT / "unlearnlib").glob("*.py"):
+        if path.name in ("experiment.py",):  # the experiment loop is the one place that calls the registry
+            continue
+        assert "from .methods" not in path.read_text(), path.name

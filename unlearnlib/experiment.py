@@ -1,0 +1,90 @@
+"""The experiment loop every chapter shares: for each seed, get the original and retrain models from the cache,
+run each method on the original, and evaluate everything against the retrain reference.
+
+Seed scope: the seed fixes the training of the original and retrain models *and* the unlearning run, so the
+spread over seeds covers both (independent training runs, as Lanyon et al. 2025 recommend).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from ._progress import tqdm
+
+from .methods import unlearn
+from .metrics import evaluate, task_outputs
+from .profiles import Profile
+from .tasks import ForgetTask
+from .training import TrainedModel, train_or_load
+
+
+@dataclass
+class References:
+    """The two models every method is compared with, for one seed."""
+
+    original: TrainedModel
+    retrain: TrainedModel
+
+
+def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="auto",
+                     progress: bool = True) -> References:
+    """The original model (trained on all of ``task.data``'s training split) and the retrain-from-scratch model
+    (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache."""
+    all_idx = np.arange(len(task.data.y_train))
+    original = train_or_load(task.data, all_idx, profile.arch, profile.recipe, seed=seed, role="original",
+                             device=device, progress=progress)
+    retrain = train_or_load(task.data, task.retain_idx, profile.arch, profile.recipe, seed=seed, role="retrain",
+                            device=device, progress=progress)
+    return References(original, retrain)
+
+
+def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping], *, seeds: Sequence[int],
+                task_label: str | None = None, device="auto", progress: bool = True) -> list[dict]:
+    """Evaluate ``methods`` ({name: hyperparameters}) on ``task`` for each seed; returns one record per run.
+
+    ``"original"`` and ``"retrain"`` use the cached models; the retrain row's ``seconds`` is the measured time of
+    training it from scratch (on the hardware in ``train_hardware``), so it can be set against each method's time.
+    """
+    label = task_label or task.describe()
+    records = []
+    runs = [(s, m) for s in seeds for m in methods]
+    bar = tqdm(runs, desc=f"methods on {label}", disable=not progress, leave=False)
+    refs, refs_seed, ref_out = None, None, None
+    for seed, name in bar:
+        bar.set_postfix(seed=seed, method=name)
+        if refs_seed != seed:
+            refs, refs_seed = reference_models(task, profile, seed, device=device, progress=progress), seed
+            ref_out = task_outputs(refs.retrain.model, task, device=device)
+            _warm_up(refs.original.model, task, device)
+        hp = dict(methods[name])
+        if name == "original":
+            model, seconds, source = refs.original.model, 0.0, "none"
+        elif name == "retrain":
+            model, seconds = refs.retrain.model, refs.retrain.train_seconds
+            source = "cache" if refs.retrain.cached else "measured"
+        else:
+            result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
+            model, seconds, source = result.model, result.seconds, "measured"
+        rec = evaluate(model, task, reference=ref_out, seed=seed, device=device,
+                       svc_max_samples=profile.svc_max_samples)
+        records.append({"task": label, "task_kind": task.kind, "method": name, "seed": seed, **rec,
+                        "seconds": seconds, "time_source": source,
+                        "original_train_seconds": refs.original.train_seconds,
+                        "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
+    return records
+
+
+def _warm_up(model, task: ForgetTask, device) -> None:
+    """One throw-away forward/backward pass on a copy, so that the first timed method does not pay the one-off
+    cost of allocating kernels and buffers."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from .training import batches
+
+    work = copy.deepcopy(model).train()
+    x, y = next(batches(task.data, task.forget_idx, 128, device=device))
+    F.cross_entropy(work(x), y).backward()

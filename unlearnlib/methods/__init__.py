@@ -1,0 +1,107 @@
+"""The method registry: every unlearning method behind one signature.
+
+    new_model = method(model, task, *, seed=0, device="auto", **hyperparameters)
+
+A model and a :class:`~unlearnlib.tasks.ForgetTask` go in, a new model comes out, and the input model is left
+untouched (the registry hands the method a private deep copy). Hyperparameters are keyword arguments with
+defaults; an unknown one is an error that lists the accepted ones. Use :func:`unlearn` to also time the call.
+
+Register a method with ``@register("name", paper="...")`` in its own module and import that module below.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..models import check_compatible
+from ..training import resolve_device
+
+
+@dataclass
+class MethodInfo:
+    name: str
+    function: Callable[..., nn.Module]
+    paper: str
+    summary: str
+
+    @property
+    def hyperparameters(self) -> dict:
+        """Hyperparameter names and defaults (everything after ``model, task`` except ``seed``/``device``)."""
+        sig = inspect.signature(inspect.unwrap(self.function))
+        return {n: p.default for n, p in list(sig.parameters.items())[2:] if n not in ("seed", "device")}
+
+
+REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register(name: str, *, paper: str = "") -> Callable:
+    """Decorator: register ``fn(model, task, *, seed, device, **hp)`` under ``name``.
+
+    The wrapper checks the model against the task, validates hyperparameter names, deep-copies the model, resolves
+    the device and returns the method's model in eval mode.
+    """
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        sig = inspect.signature(fn)
+        accepted = [n for n in list(sig.parameters)[2:]]
+
+        @functools.wraps(fn)
+        def wrapper(model: nn.Module, task, *, seed: int = 0, device: str | torch.device = "auto", **hp):
+            unknown = sorted(set(hp) - set(accepted))
+            if unknown:
+                raise TypeError(f"method {name!r} got unknown hyperparameter(s) {unknown}; accepted: "
+                                f"{', '.join(a for a in accepted if a not in ('seed', 'device'))}")
+            check_compatible(model, task.data)
+            device = resolve_device(device)
+            work = copy.deepcopy(model).to(device)
+            out = fn(work, task, seed=seed, device=device, **hp)
+            return out.eval()
+
+        if name in REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        doc = inspect.getdoc(fn) or ""
+        REGISTRY[name] = MethodInfo(name, wrapper, paper, doc.splitlines()[0] if doc else "")
+        return wrapper
+
+    return decorate
+
+
+def get_method(name: str) -> Callable[..., nn.Module]:
+    """The registered method ``name``; a clear error lists the available ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name].function
+
+
+def available_methods() -> list[str]:
+    return sorted(REGISTRY)
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    seconds: float
+
+
+def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | torch.device = "auto",
+            **hyperparameters) -> UnlearnResult:
+    """Run method ``name`` and time it (wall clock, CUDA synchronised)."""
+    fn = get_method(name)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    new = fn(model, task, seed=seed, device=dev, **hyperparameters)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return UnlearnResult(new, time.perf_counter() - start)
+
+
+from . import baselines  # noqa: E402,F401  (registers the baselines)

@@ -1,0 +1,174 @@
+"""Metrics of forgetting and of what survives, each defined once here and named after its source.
+
+Accuracies are sample-weighted. Every membership-inference attack (MIA) keeps the definition of the work it comes
+from, because the variants answer different questions and are not interchangeable; whatever the variant, read it
+against the retrain model's value, never against 0 or 1:
+
+``mia_entropy_lr`` (SSD; Chundawat et al. "bad teacher")
+    Logistic regression on the prediction entropy, fitted on retain-train samples (members, 1) against the test
+    set (non-members, 0) with balanced class weights, then applied to D_f. Reported: the fraction of D_f predicted
+    "member". A model that never saw D_f should score like the retrain model.
+``mia_loss_lr`` (NeurIPS 2023 unlearning challenge starting kit, ``simple_mia``)
+    Logistic regression on the per-sample cross-entropy loss, D_f (1) against the test set (0), the larger side
+    subsampled to the smaller; reported as the mean accuracy of 10 stratified shuffle-split folds. 0.5 means the
+    attacker cannot tell D_f from unseen data.
+``mia_efficacy_svc`` (SalUn / Sparse unlearning "MIA-Efficacy")
+    An RBF ``SVC(C=3, gamma="auto")`` on the confidence of the true class p_y, trained on retain samples (members)
+    against test samples (non-members), applied to D_f. Reported: the fraction of D_f judged *non-member*.
+    Departure: the original uses the first ``len(test)`` retain samples; we draw at most ``svc_max_samples`` (seeded)
+    from each side so that one evaluation costs seconds on a CPU.
+
+``activation_distance`` (SSD's ``actv_dist``): mean over D_f of the L2 distance between the softmax outputs of the
+model and of the retrain model; 0 means identical predictions on the forget set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .training import predict_logits
+
+MIA_VARIANTS = ("mia_entropy_lr", "mia_loss_lr", "mia_efficacy_svc")
+
+#: What each metric in a record means and which direction is "good"; tables and the glossary read this.
+METRIC_INFO: dict[str, str] = {
+    "forget_acc": "accuracy on the forgotten training samples D_f (close to the retrain model is good)",
+    "retain_acc": "accuracy on the remaining training samples D_r (high is good)",
+    "test_acc": "accuracy on the test samples that are not forgotten (high is good)",
+    "test_forget_acc": "accuracy on the test samples of the forgotten class/sub-class (class tasks; ~retrain is good)",
+    "mia_entropy_lr": "SSD's entropy MIA: fraction of D_f predicted member (~retrain is good)",
+    "mia_loss_lr": "starting-kit loss MIA: CV accuracy of telling D_f from test (~retrain, ideally ~0.5)",
+    "mia_efficacy_svc": "SalUn's MIA-Efficacy: fraction of D_f judged non-member (~retrain is good)",
+    "activation_distance": "mean L2 distance of softmax outputs to the retrain model on D_f (low is good)",
+    "seconds": "wall-clock seconds of the unlearning call (retrain: of training from scratch)",
+}
+
+
+def accuracy_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose argmax equals the label; NaN when there are no rows."""
+    if len(labels) == 0:
+        return float("nan")
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def entropy(logits: torch.Tensor) -> np.ndarray:
+    """Shannon entropy (nats) of softmax(logits), per row."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return (-(logp.exp() * logp).sum(1)).numpy()
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per-sample cross-entropy loss."""
+    return F.cross_entropy(logits.float(), labels, reduction="none").numpy()
+
+
+def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Softmax probability of the true label, per row."""
+    return F.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1).numpy()
+
+
+def mia_entropy_lr(retain_logits: torch.Tensor, test_logits: torch.Tensor, forget_logits: torch.Tensor) -> float:
+    """SSD / bad-teacher MIA: fraction of D_f that a retain-vs-test entropy classifier calls "member"."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([entropy(retain_logits), entropy(test_logits)]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(retain_logits)), np.zeros(len(test_logits))])
+    clf = LogisticRegression(class_weight="balanced", solver="lbfgs").fit(x, y)
+    return float(clf.predict(entropy(forget_logits).reshape(-1, 1)).mean())
+
+
+def mia_loss_lr(forget_losses: np.ndarray, test_losses: np.ndarray, *, n_splits: int = 10, seed: int = 0) -> float:
+    """Starting-kit MIA: 10-fold shuffle-split CV accuracy of a loss classifier, D_f (1) vs test (0), balanced."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    rng = np.random.default_rng(seed)
+    n = min(len(forget_losses), len(test_losses))
+    if n < 2:
+        return float("nan")
+    f = rng.choice(forget_losses, n, replace=False)
+    t = rng.choice(test_losses, n, replace=False)
+    x = np.concatenate([f, t]).reshape(-1, 1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
+    return float(cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
+
+
+def mia_efficacy_svc(retain_conf: np.ndarray, test_conf: np.ndarray, forget_conf: np.ndarray, *,
+                     max_samples: int = 2000, seed: int = 0) -> float:
+    """SalUn MIA-Efficacy: fraction of D_f that a retain-vs-test SVC on p_y judges non-member."""
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(seed)
+    n = min(len(retain_conf), len(test_conf), max_samples)
+    r = rng.choice(retain_conf, n, replace=False)
+    t = rng.choice(test_conf, n, replace=False)
+    x = np.concatenate([r, t]).reshape(-1, 1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    return float(1.0 - clf.predict(forget_conf.reshape(-1, 1)).mean())
+
+
+def activation_distance(logits: torch.Tensor, reference_logits: torch.Tensor) -> float:
+    """Mean L2 distance between the softmax outputs of two models on the same samples."""
+    p, q = F.softmax(logits.float(), 1), F.softmax(reference_logits.float(), 1)
+    return (p - q).norm(dim=1).mean().item()
+
+
+@dataclass
+class Outputs:
+    """A model's logits on the four parts of a task (computed once per model, reused by every metric)."""
+
+    forget: torch.Tensor
+    retain: torch.Tensor
+    test_retain: torch.Tensor
+    test_forget: torch.Tensor
+
+
+def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto") -> Outputs:
+    """Logits of ``model`` on D_f, D_r and on the test split (retained part and forgotten part)."""
+    d = task.data
+    test_all = predict_logits(model, d, None, split="test", device=device)
+    return Outputs(
+        forget=predict_logits(model, d, task.forget_idx, split="train", device=device),
+        retain=predict_logits(model, d, task.retain_idx, split="train", device=device),
+        test_retain=test_all[torch.from_numpy(task.test_retain_idx)],
+        test_forget=test_all[torch.from_numpy(task.test_forget_idx)],
+    )
+
+
+def evaluate(model: nn.Module, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
+             device: str | torch.device = "auto", svc_max_samples: int = 2000) -> dict:
+    """All metrics of ``model`` on ``task`` as one flat record (see ``METRIC_INFO``).
+
+    ``reference`` is the retrain model (or its precomputed :class:`Outputs`); with it the record also holds the
+    activation distance. The MIAs use the full test split (forgotten class included), as their sources do.
+    """
+    out = task_outputs(model, task, device=device)
+    d = task.data
+    y_f = d.y_train[torch.from_numpy(task.forget_idx)]
+    y_r = d.y_train[torch.from_numpy(task.retain_idx)]
+    y_tr = d.y_test[torch.from_numpy(task.test_retain_idx)]
+    y_tf = d.y_test[torch.from_numpy(task.test_forget_idx)]
+    test_logits = torch.cat([out.test_retain, out.test_forget])
+    test_y = torch.cat([y_tr, y_tf])
+    record = {
+        "forget_acc": accuracy_from_logits(out.forget, y_f),
+        "retain_acc": accuracy_from_logits(out.retain, y_r),
+        "test_acc": accuracy_from_logits(out.test_retain, y_tr),
+        "test_forget_acc": accuracy_from_logits(out.test_forget, y_tf),
+        "mia_entropy_lr": mia_entropy_lr(out.retain, test_logits, out.forget),
+        "mia_loss_lr": mia_loss_lr(cross_entropy(out.forget, y_f), cross_entropy(test_logits, test_y), seed=seed),
+        "mia_efficacy_svc": mia_efficacy_svc(true_class_confidence(out.retain, y_r),
+                                             true_class_confidence(test_logits, test_y),
+                                             true_class_confidence(out.forget, y_f),
+                                             max_samples=svc_max_samples, seed=seed),
+    }
+    if reference is not None:
+        ref = reference if isinstance(reference, Outputs) else task_outputs(reference, task, device=device)
+        record["activation_distance"] = activation_distance(out.forget, ref.forget)
+    return record

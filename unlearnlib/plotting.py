@@ -1,0 +1,67 @@
+"""Figures shared by every chapter: metric bars with the retrain reference, and time versus quality."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, reference: str = "retrain",
+                order: Sequence[str] | None = None, ncols: int = 4, height: float = 2.6):
+    """One panel per metric: mean over seeds with std error bars per method; a dashed line marks the retrain
+    reference so every bar is read against it."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if task is not None:
+        df = df[df["task"] == task]
+    order = list(order or dict.fromkeys(df["method"]))
+    metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
+    ncols = min(ncols, len(metrics))
+    nrows = int(np.ceil(len(metrics) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, height * nrows), squeeze=False)
+    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    for ax, metric in zip(axes.flat, metrics):
+        sns.barplot(data=df, x="method", y=metric, hue="method", order=order, hue_order=order, palette=palette,
+                    errorbar="sd", ax=ax, legend=False)
+        ref = df.loc[df["method"] == reference, metric]
+        if len(ref):
+            ax.axhline(ref.mean(), ls="--", c="k", lw=1, label=f"{reference}")
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=60, labelsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if task:
+        fig.suptitle(task, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def time_vs_quality(df, *, quality: str = "forget_gap", time: str = "seconds", reference: str = "retrain",
+                    ax=None):
+    """Scatter of mean unlearning time (log scale) against a quality measure, one point per method and task.
+
+    ``quality="forget_gap"`` is |forget_acc - retrain forget_acc| + |test_acc - retrain test_acc|: the distance to
+    the retrain model on the two accuracies that matter most (0 = indistinguishable from retraining).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = df.copy()
+    if quality == "forget_gap":
+        ref = df[df["method"] == reference].groupby("task")[["forget_acc", "test_acc"]].mean()
+        df["forget_gap"] = [abs(r.forget_acc - ref.loc[r.task, "forget_acc"]) + abs(r.test_acc - ref.loc[r.task, "test_acc"])
+                            for r in df.itertuples()]
+    means = df.groupby(["task", "method"], sort=False)[[time, quality]].mean().reset_index()
+    means = means[means[time] > 0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.8))
+    sns.scatterplot(data=means, x=time, y=quality, hue="method", style="task", s=70, ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel("time (s, log scale)")
+    ax.set_ylabel(quality + (" (lower is better)" if quality == "forget_gap" else ""))
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.figure.tight_layout()
+    return ax.figure

@@ -1,0 +1,73 @@
+"""Profiles: how big a run is. One place decides datasets, models, recipes, seeds and subset sizes.
+
+- ``smoke``: CI. A stratified 3,000/1,000 subset of Fashion-MNIST and a tiny recipe; a chapter runs in under two
+  minutes on a CPU. Its numbers mean nothing and are never published.
+- ``cpu``: real results on 2 CPU cores. Full Fashion-MNIST and a small CNN whose original model reaches >= 91 %
+  test and >= 97 % train accuracy (so random forgetting has a measurable train/test gap) in under 10 minutes.
+- ``paper``: GPU. The papers' datasets, models and recipes (ResNet-18 on CIFAR with SSD's official recipe here;
+  chapters override the dataset where their paper used another one).
+
+Chapters read ``PROFILE`` from their papermill ``parameters`` cell and call :func:`get_profile`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .training import Recipe
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    dataset: str
+    arch: str
+    recipe: Recipe
+    seeds: tuple[int, ...]
+    train_size: int | None = None
+    test_size: int | None = None
+    svc_max_samples: int = 2000
+    #: how many samples a "random" forget task has on this profile
+    random_forget: int = 600
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> "Profile":
+        return replace(self, **changes)
+
+    def load_data(self, dataset: str | None = None):
+        """The profile's dataset (or ``dataset``), subset as the profile says."""
+        from .data import load_dataset
+
+        return load_dataset(dataset or self.dataset, train_size=self.train_size, test_size=self.test_size)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["recipe"] = asdict(self.recipe)
+        return d
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", dataset="fashion-mnist", arch="small-cnn",
+        recipe=Recipe(epochs=2, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle"),
+        seeds=(0,), train_size=3000, test_size=1000, svc_max_samples=500, random_forget=100,
+        description="CI check: a 3,000-image subset, two epochs; numbers are meaningless"),
+    "cpu": Profile(
+        name="cpu", dataset="fashion-mnist", arch="small-cnn",
+        recipe=Recipe(epochs=10, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle"),
+        seeds=(0, 1, 2), svc_max_samples=2000, random_forget=600,
+        description="2 CPU cores: full Fashion-MNIST, small CNN, 10 epochs (~3 min per model)"),
+    "paper": Profile(
+        name="paper", dataset="cifar10", arch="resnet18-cifar",
+        recipe=Recipe(epochs=20, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                      schedule="multistep", milestones=(8, 12, 16), gamma=0.2, warmup_epochs=1, augment=True),
+        seeds=(0, 1, 2), svc_max_samples=10000, random_forget=5000,
+        description="GPU: CIFAR-10, ResNet-18 (CIFAR stem), SSD's official 20-epoch recipe"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile ``name``; a clear error lists the valid names otherwise."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
