@@ -49,3 +49,11 @@ def test_core_never_imports_a_method():
         if path.name in ("experiment.py",):  # the experiment loop is the one place that calls the registry
             continue
         assert "from .methods" not in path.read_text(), path.name
+
+
+def test_book_cli_lists_the_toc_chapters(capsys):
+    from unlearnlib.book import main
+
+    assert main(["list"]) == 0
+    assert "chapters/foundations.ipynb" in capsys.readouterr().out
+    assert main(["reproduce", "--profile", "cpu", "--chapter", "no-such-chapter"]) == 2
