@@ -14,7 +14,7 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import evaluate, task_outputs
+from .metrics import evaluate, retrain_gap, task_outputs
 from .profiles import Profile
 from .tasks import ForgetTask
 from .training import TrainedModel, train_or_load
@@ -74,6 +74,39 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
                         "original_train_seconds": refs.original.train_seconds,
                         "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
     return records
+
+
+def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
+         device="auto", progress: bool = True) -> list[dict]:
+    """Run every hyperparameter setting in ``grids`` ({method: [settings, ...]}) on one seed and score it by
+    :func:`~unlearnlib.metrics.retrain_gap` against that seed's retrain model. Returns one record per setting.
+
+    Pick with :func:`best_settings`. Tuning against the retrain model is what the papers' "tuning knobs" amount to;
+    a chapter that tunes on a seed it also reports must say so.
+    """
+    refs = reference_models(task, profile, seed, device=device, progress=progress)
+    ref_out = task_outputs(refs.retrain.model, task, device=device)
+    ref_rec = evaluate(refs.retrain.model, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
+    _warm_up(refs.original.model, task, device)
+    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
+    records = []
+    for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
+        result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
+        rec = evaluate(result.model, task, reference=ref_out, seed=seed, device=device,
+                       svc_max_samples=profile.svc_max_samples)
+        records.append({"method": name, "hparams": json.dumps(hp), "seed": seed, **rec, "seconds": result.seconds,
+                        "retrain_gap": retrain_gap(rec, ref_rec)})
+    return records
+
+
+def best_settings(records: Sequence[dict]) -> dict[str, dict]:
+    """For each method, the setting with the smallest ``retrain_gap`` (ties: the first tried, i.e. the cheaper
+    one if grids are ordered by cost)."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        if rec["method"] not in best or rec["retrain_gap"] < best[rec["method"]]["retrain_gap"]:
+            best[rec["method"]] = rec
+    return {name: json.loads(rec["hparams"]) for name, rec in best.items()}
 
 
 def _warm_up(model, task: ForgetTask, device) -> None:

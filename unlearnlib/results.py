@@ -7,6 +7,7 @@ turns any number of those files into one pandas table, so the comparison chapter
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -41,10 +42,10 @@ def environment() -> dict:
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                 "scikit-learn": sklearn.__version__, "unlearnlib": __version__}
-    for mod in ("torchvision", "timm"):
+    for dist in ("torchvision", "timm"):  # read from metadata: importing timm would pull in huggingface_hub
         try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return {"hardware": hardware(), "versions": versions, "commit": git_commit()}
 
