@@ -6,6 +6,13 @@ from typing import Sequence
 import numpy as np
 
 
+def method_palette(methods: Sequence[str]) -> dict:
+    """One colour per method, by position in ``methods``, so that every figure of a chapter agrees."""
+    import seaborn as sns
+
+    return dict(zip(methods, sns.color_palette("tab10", len(methods))))
+
+
 def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, reference: str = "retrain",
                 order: Sequence[str] | None = None, ncols: int = 4, height: float = 2.6):
     """One panel per metric: mean over seeds with std error bars per method; a dashed line marks the retrain
@@ -20,7 +27,7 @@ def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, referenc
     ncols = min(ncols, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, height * nrows), squeeze=False)
-    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    palette = method_palette(order)
     for ax, metric in zip(axes.flat, metrics):
         sns.barplot(data=df, x="method", y=metric, hue="method", order=order, hue_order=order, palette=palette,
                     errorbar="sd", ax=ax, legend=False)
@@ -55,11 +62,12 @@ def time_vs_quality(df, *, quality: str = "retrain_gap", time: str = "seconds", 
     if quality == "retrain_gap" and quality not in df.columns:
         ref = df[df["method"] == reference].groupby("task")[["forget_acc", "test_acc"]].mean()
         df[quality] = [retrain_gap(r._asdict(), ref.loc[r.task]) for r in df.itertuples()]
+    palette = method_palette(list(dict.fromkeys(df["method"])))  # same colours as metric_bars
     means = df.groupby(["task", "method"], sort=False)[[time, quality]].mean().reset_index()
-    means = means[means[time] > 0]
+    means = means[means[time] > 0]  # "original" takes no time and cannot sit on a log axis
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
-    sns.scatterplot(data=means, x=time, y=quality, hue="method", style="task", s=70, ax=ax)
+    sns.scatterplot(data=means, x=time, y=quality, hue="method", palette=palette, style="task", s=70, ax=ax)
     ax.set_xscale("log")
     ax.set_xlabel("time (s, log scale)")
     ax.set_ylabel(quality + (" (lower is better)" if quality == "retrain_gap" else ""))
