@@ -1,0 +1,34 @@
+"""The shared experiment loop: references from the cache, one record per run, tuning against the retrain model."""
+from unlearnlib.experiment import best_settings, run_methods, tune
+from unlearnlib.profiles import Profile
+
+from conftest import TINY_RECIPE
+
+
+def _profile(small_fashion):
+    return Profile(name="test", dataset="fashion-mnist", arch="small-cnn", recipe=TINY_RECIPE, seeds=(0,),
+                   train_size=3000, test_size=1000, svc_max_samples=300)
+
+
+def test_run_methods_records_every_method_with_the_retrain_time(trained, class_task, small_fashion):
+    records = run_methods(class_task, _profile(small_fashion), {"original": {}, "retrain": {},
+                                                                "random_labels": {"epochs": 1}},
+                          seeds=[0], device="cpu", progress=False)
+    by_method = {r["method"]: r for r in records}
+    assert list(by_method) == ["original", "retrain", "random_labels"]
+    assert by_method["retrain"]["time_source"] == "cache" and by_method["retrain"]["seconds"] > 0
+    assert by_method["original"]["seconds"] == 0
+    assert by_method["retrain"]["activation_distance"] == 0
+    assert by_method["random_labels"]["forget_acc"] < 0.1 < by_method["original"]["forget_acc"]
+    assert by_method["random_labels"]["dataset_variant"] == "torchvision"
+
+
+def test_tuning_prefers_the_setting_closest_to_retraining(trained, class_task, small_fashion):
+    grids = {"gradient_ascent": [{"lr": 1e-7}, {"lr": 0.02, "epochs": 3}],
+             "random_labels": [{"epochs": 1}]}
+    records = tune(class_task, _profile(small_fashion), grids, seed=0, device="cpu", progress=False)
+    assert len(records) == 3 and all(r["retrain_gap"] >= 0 for r in records)
+    useless = next(r for r in records if '"lr": 1e-07' in r["hparams"])
+    assert useless["retrain_gap"] > 0.5  # a step this small forgets nothing
+    chosen = best_settings(records)
+    assert chosen["gradient_ascent"] == {"lr": 0.02, "epochs": 3} and chosen["random_labels"] == {"epochs": 1}
