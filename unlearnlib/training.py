@@ -263,13 +263,14 @@ def train_or_load(data: ImageData, indices, arch: str, recipe: Recipe, *, seed: 
     fingerprint, the indices, the architecture, the recipe and the seed. So the retrain model of a task is shared by
     every chapter that uses the same task and profile, whatever it calls the model.
     """
-    template = model_for(data, arch, seed=seed, pretrained=pretrained)
+    model_spec = {"arch": arch, "num_classes": data.num_classes, "in_channels": data.in_channels,
+                  "image_size": data.image_size, "pretrained": pretrained}  # what build_model records
     spec = {"dataset": data.spec, "data_fingerprint": data.fingerprint(), "indices": indices_digest(indices),
-            "n_train": int(len(indices)), "model": template.unlearnlib_spec, "recipe": asdict(recipe),
-            "seed": seed, "version": 1}
+            "n_train": int(len(indices)), "model": model_spec, "recipe": asdict(recipe), "seed": seed, "version": 1}
 
-    def build() -> nn.Module:
-        return train_model(template, data, indices, recipe, seed=seed, device=device, progress=progress,
+    def build() -> nn.Module:  # only on a cache miss: no model is built (or weights fetched) for a hit
+        model = model_for(data, arch, seed=seed, pretrained=pretrained)
+        return train_model(model, data, indices, recipe, seed=seed, device=device, progress=progress,
                            desc=f"{role} (seed {seed})")
 
     trained = cached_model(spec, build, root=root, label=f"{data.name}-{arch}")
