@@ -14,7 +14,7 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import evaluate, retrain_gap, task_outputs
+from .metrics import Outputs, evaluate, retrain_gap, task_outputs
 from .profiles import Profile
 from .tasks import ForgetTask
 from .training import TrainedModel, train_or_load
@@ -40,38 +40,60 @@ def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="a
     return References(original, retrain)
 
 
+@dataclass
+class _Seeded:
+    """The references of one seed, with the retrain model's outputs computed once and the kernels warmed up."""
+
+    refs: References
+    ref_out: Outputs
+
+
+def _prepare(task: ForgetTask, profile: Profile, seed: int, device, progress: bool) -> _Seeded:
+    refs = reference_models(task, profile, seed, device=device, progress=progress)
+    ref_out = task_outputs(refs.retrain.model, task, device=device)
+    _warm_up(refs.original.model, task, device)
+    return _Seeded(refs, ref_out)
+
+
+def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profile, seed: int,
+             device) -> tuple[dict, float, str]:
+    """Metrics, seconds and the source of the time for one method run on the original model of ``ctx``."""
+    refs = ctx.refs
+    if name == "original":
+        model, seconds, source = refs.original.model, 0.0, "none"
+    elif name == "retrain":  # already evaluated outputs; its time is that of training it from scratch
+        model, seconds = ctx.ref_out, refs.retrain.train_seconds
+        source = "cache" if refs.retrain.cached else "measured"
+    else:
+        result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
+        model, seconds, source = result.model, result.seconds, "measured"
+    rec = evaluate(model, task, reference=ctx.ref_out, seed=seed, device=device,
+                   svc_max_samples=profile.svc_max_samples)
+    return rec, seconds, source
+
+
 def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping], *, seeds: Sequence[int],
                 task_label: str | None = None, device="auto", progress: bool = True) -> list[dict]:
     """Evaluate ``methods`` ({name: hyperparameters}) on ``task`` for each seed; returns one record per run.
 
     ``"original"`` and ``"retrain"`` use the cached models; the retrain row's ``seconds`` is the measured time of
-    training it from scratch (on the hardware in ``train_hardware``), so it can be set against each method's time.
+    training it from scratch (stored in its checkpoint with the hardware it ran on), so it can be set against each
+    method's time.
     """
     label = task_label or task.describe()
     records = []
     runs = [(s, m) for s in seeds for m in methods]
     bar = tqdm(runs, desc=f"methods on {label}", disable=not progress, leave=False)
-    refs, refs_seed, ref_out = None, None, None
+    ctx, ctx_seed = None, None
     for seed, name in bar:
         bar.set_postfix(seed=seed, method=name)
-        if refs_seed != seed:
-            refs, refs_seed = reference_models(task, profile, seed, device=device, progress=progress), seed
-            ref_out = task_outputs(refs.retrain.model, task, device=device)
-            _warm_up(refs.original.model, task, device)
+        if ctx_seed != seed:
+            ctx, ctx_seed = _prepare(task, profile, seed, device, progress), seed
         hp = dict(methods[name])
-        if name == "original":
-            model, seconds, source = refs.original.model, 0.0, "none"
-        elif name == "retrain":
-            model, seconds = refs.retrain.model, refs.retrain.train_seconds
-            source = "cache" if refs.retrain.cached else "measured"
-        else:
-            result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
-            model, seconds, source = result.model, result.seconds, "measured"
-        rec = evaluate(model, task, reference=ref_out, seed=seed, device=device,
-                       svc_max_samples=profile.svc_max_samples)
+        rec, seconds, source = _run_one(name, hp, ctx, task, profile, seed, device)
         records.append({"task": label, "task_kind": task.kind, "method": name, "seed": seed, **rec,
                         "seconds": seconds, "time_source": source,
-                        "original_train_seconds": refs.original.train_seconds,
+                        "original_train_seconds": ctx.refs.original.train_seconds,
                         "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
     return records
 
@@ -84,17 +106,13 @@ def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mappin
     Pick with :func:`best_settings`. Tuning against the retrain model is what the papers' "tuning knobs" amount to;
     a chapter that tunes on a seed it also reports must say so.
     """
-    refs = reference_models(task, profile, seed, device=device, progress=progress)
-    ref_out = task_outputs(refs.retrain.model, task, device=device)
-    ref_rec = evaluate(refs.retrain.model, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
-    _warm_up(refs.original.model, task, device)
+    ctx = _prepare(task, profile, seed, device, progress)
+    ref_rec = evaluate(ctx.ref_out, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
     runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
-        result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
-        rec = evaluate(result.model, task, reference=ref_out, seed=seed, device=device,
-                       svc_max_samples=profile.svc_max_samples)
-        records.append({"method": name, "hparams": json.dumps(hp), "seed": seed, **rec, "seconds": result.seconds,
+        rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device)
+        records.append({"method": name, "hparams": json.dumps(hp), "seed": seed, **rec, "seconds": seconds,
                         "retrain_gap": retrain_gap(rec, ref_rec)})
     return records
 

@@ -151,14 +151,15 @@ def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto")
     )
 
 
-def evaluate(model: nn.Module, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
+def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
              device: str | torch.device = "auto", svc_max_samples: int = 2000) -> dict:
-    """All metrics of ``model`` on ``task`` as one flat record (see ``METRIC_INFO``).
+    """All metrics of ``model`` (or of its precomputed :class:`Outputs`) on ``task`` as one flat record
+    (see ``METRIC_INFO``).
 
     ``reference`` is the retrain model (or its precomputed :class:`Outputs`); with it the record also holds the
     activation distance. The MIAs use the full test split (forgotten class included), as their sources do.
     """
-    out = task_outputs(model, task, device=device)
+    out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device)
     d = task.data
     y_f = d.y_train[torch.from_numpy(task.forget_idx)]
     y_r = d.y_train[torch.from_numpy(task.retain_idx)]
