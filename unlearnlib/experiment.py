@@ -7,8 +7,8 @@ spread over seeds covers both (independent training runs, as Lanyon et al. 2025 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from ._progress import tqdm
@@ -33,11 +33,27 @@ def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="a
     """The original model (trained on all of ``task.data``'s training split) and the retrain-from-scratch model
     (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache."""
     all_idx = np.arange(len(task.data.y_train))
-    original = train_or_load(task.data, all_idx, profile.arch, profile.recipe, seed=seed, role="original",
+    recipe = profile.recipe_for(task.data.name)
+    original = train_or_load(task.data, all_idx, profile.arch, recipe, seed=seed, role="original",
                              device=device, progress=progress)
-    retrain = train_or_load(task.data, task.retain_idx, profile.arch, profile.recipe, seed=seed, role="retrain",
+    retrain = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed, role="retrain",
                             device=device, progress=progress)
     return References(original, retrain)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A method run under a label of its own, so that one method can appear twice in a comparison (e.g. SSD with and
+    without a precomputed importance). ``per_seed(refs)`` returns hyperparameters that depend on the seed's models
+    (computed before the timed call, as work done ahead of the forget request)."""
+
+    method: str
+    hparams: Mapping = field(default_factory=dict)
+    per_seed: Callable[[References], dict] | None = None
+
+
+def _resolve(label: str, spec) -> Setting:
+    return spec if isinstance(spec, Setting) else Setting(label, dict(spec))
 
 
 @dataclass
@@ -72,9 +88,11 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
     return rec, seconds, source
 
 
-def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping], *, seeds: Sequence[int],
-                task_label: str | None = None, device="auto", progress: bool = True) -> list[dict]:
-    """Evaluate ``methods`` ({name: hyperparameters}) on ``task`` for each seed; returns one record per run.
+def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
+                seeds: Sequence[int], task_label: str | None = None, device="auto",
+                progress: bool = True) -> list[dict]:
+    """Evaluate ``methods`` ({name: hyperparameters} or {label: Setting}) on ``task`` for each seed; returns one
+    record per run, whose ``method`` is the label and ``algorithm`` the registered method.
 
     ``"original"`` and ``"retrain"`` use the cached models; the retrain row's ``seconds`` is the measured time of
     training it from scratch (stored in its checkpoint with the hardware it ran on), so it can be set against each
@@ -89,9 +107,11 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
         bar.set_postfix(seed=seed, method=name)
         if ctx_seed != seed:
             ctx, ctx_seed = _prepare(task, profile, seed, device, progress), seed
-        hp = dict(methods[name])
-        rec, seconds, source = _run_one(name, hp, ctx, task, profile, seed, device)
-        records.append({"task": label, "task_kind": task.kind, "method": name, "seed": seed, **rec,
+        setting = _resolve(name, methods[name])
+        hp = {**setting.hparams, **(setting.per_seed(ctx.refs) if setting.per_seed else {})}
+        rec, seconds, source = _run_one(setting.method, hp, ctx, task, profile, seed, device)
+        records.append({"task": label, "task_kind": task.kind, "method": name, "algorithm": setting.method,
+                        "seed": seed, **rec,
                         "seconds": seconds, "time_source": source,
                         "original_train_seconds": ctx.refs.original.train_seconds,
                         "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
@@ -112,7 +132,7 @@ def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mappin
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
         rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device)
-        records.append({"method": name, "hparams": json.dumps(hp), "seed": seed, **rec, "seconds": seconds,
+        records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec, "seconds": seconds,
                         "retrain_gap": retrain_gap(rec, ref_rec)})
     return records
 

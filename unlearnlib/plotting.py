@@ -10,7 +10,8 @@ def method_palette(methods: Sequence[str]) -> dict:
     """One colour per method, by position in ``methods``, so that every figure of a chapter agrees."""
     import seaborn as sns
 
-    return dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    name = "tab10" if len(methods) <= 10 else "tab20"  # never two methods in one colour
+    return dict(zip(methods, sns.color_palette(name, len(methods))))
 
 
 def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, reference: str = "retrain",
@@ -74,3 +75,39 @@ def time_vs_quality(df, *, quality: str = "retrain_gap", time: str = "seconds", 
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.figure.tight_layout()
     return ax.figure
+
+
+def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None = None, fmt: str = ".2f",
+                 cmap: str = "viridis_r", title: str | None = None):
+    """An annotated heatmap of ``value`` over a hyperparameter grid (``x`` by ``y``, one row of ``df`` per cell).
+
+    ``marks`` ({label: (x_value, y_value)}) outlines cells, e.g. the paper's setting and the one chosen.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    table = df.pivot_table(index=y, columns=x, values=value).sort_index(ascending=False)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * table.shape[1] + 1.5, 0.45 * table.shape[0] + 1))
+    im = ax.imshow(table.values, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    lo, hi = np.nanmin(table.values), np.nanmax(table.values)
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            v = table.values[i, j]
+            dark = (v - lo) / (hi - lo + 1e-12) > 0.5  # viridis_r is dark at high values
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6.5, color="w" if dark else "k")
+    styles = ["-", "--", ":"]
+    for k, (label, (xv, yv)) in enumerate((marks or {}).items()):
+        if xv in table.columns and yv in table.index:
+            j, i = list(table.columns).index(xv), list(table.index).index(yv)
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2, ls=styles[k % 3],
+                                   label=label))
+    if marks:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.25, 1))
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title or value, fontsize=9)
+    return ax

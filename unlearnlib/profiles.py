@@ -29,10 +29,16 @@ class Profile:
     #: how many samples a "random" forget task has on this profile
     random_forget: int = 600
     description: str = ""
+    #: recipes that replace ``recipe`` for some datasets (the papers train longer on harder datasets)
+    dataset_recipes: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "Profile":
         return replace(self, **changes)
+
+    def recipe_for(self, dataset: str) -> Recipe:
+        """The training recipe of the original and retrain models on ``dataset``."""
+        return self.dataset_recipes.get(dataset, self.recipe)
 
     def load_data(self, dataset: str | None = None):
         """The profile's dataset (or ``dataset``), subset as the profile says."""
@@ -43,8 +49,13 @@ class Profile:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["recipe"] = asdict(self.recipe)
+        d["dataset_recipes"] = {k: asdict(r) for k, r in self.dataset_recipes.items()}
         return d
 
+
+#: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, crop+flip)
+_SSD_RECIPE = Recipe(epochs=20, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                     schedule="multistep", milestones=(8, 12, 16), gamma=0.2, warmup_epochs=1, augment=True)
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -59,9 +70,12 @@ PROFILES: dict[str, Profile] = {
         description="2 CPU cores: full Fashion-MNIST, small CNN, 10 epochs (~3 min per model)"),
     "paper": Profile(
         name="paper", dataset="cifar10", arch="resnet18-cifar",
-        recipe=Recipe(epochs=20, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                      schedule="multistep", milestones=(8, 12, 16), gamma=0.2, warmup_epochs=1, augment=True),
+        recipe=_SSD_RECIPE,
         seeds=(0, 1, 2), svc_max_samples=10000, random_forget=5000,
+        dataset_recipes={  # SSD's official epochs and milestones per dataset (pretrain_model.py and conf.py)
+            "cifar20": _SSD_RECIPE.replace(epochs=40, milestones=(15, 30, 35)),
+            "cifar100": _SSD_RECIPE.replace(epochs=200, milestones=(60, 120, 160)),
+        },
         description="GPU: CIFAR-10, ResNet-18 (CIFAR stem), SSD's official 20-epoch recipe"),
 }
 

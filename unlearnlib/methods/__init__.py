@@ -105,3 +105,4 @@ def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | t
 
 
 from . import baselines  # noqa: E402,F401  (registers the baselines)
+from . import ssd  # noqa: E402,F401  (SSD and LFSSD)

@@ -1,0 +1,157 @@
+"""SSD and LFSSD on real data: the class is forgotten, the rest survives, and only the selected parameters move."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnlib import tasks
+from unlearnlib.methods import REGISTRY, unlearn
+from unlearnlib.methods import ssd as S
+from unlearnlib.training import accuracy
+
+
+def _accs(model, task):
+    data = task.data
+    return (accuracy(model, data, task.forget_idx, split="train", device="cpu"),
+            accuracy(model, data, task.test_retain_idx, device="cpu"))
+
+
+@pytest.mark.parametrize("method, alpha, tolerance", [("ssd", 3.0, 0.03), ("lfssd", 6.0, 0.1)])
+def test_full_class_forgetting_removes_the_class_and_keeps_the_rest(trained, class_task, method, alpha, tolerance):
+    # the class is 10 % of D, so alpha must stay below about 10 (see test_alpha_above_the_ceiling_warns)
+    forget0, test0 = _accs(trained[0], class_task)
+    forget, test = _accs(unlearn(method, trained[0], class_task, device="cpu", alpha=alpha).model, class_task)
+    assert forget0 > 0.8
+    assert forget < 0.3, f"{method} did not forget: {forget0:.2f} -> {forget:.2f}"
+    assert test > test0 - tolerance, f"{method} damaged the other classes: {test0:.2f} -> {test:.2f}"
+
+
+def test_alpha_above_the_ceiling_warns_and_selects_nothing(trained, class_task):
+    assert 9 < S.alpha_ceiling(class_task) < 11  # one class of ten
+    with pytest.warns(UserWarning, match="select .*no parameter"):
+        out = unlearn("ssd", trained[0], class_task, device="cpu", alpha=50.0).model
+    assert all(torch.equal(a, b) for a, b in zip(trained[0].parameters(), out.parameters()))
+
+
+def test_parameters_outside_the_selection_are_bitwise_unchanged(trained, class_task):
+    model = trained[0]
+    order = S.visit_order(class_task.data, "official", task=class_task)
+    scores_d = S.importance(model, class_task.data, order, batch_size=64, device="cpu")
+    scores_f = S.importance(model, class_task.data, class_task.forget_idx, batch_size=64, device="cpu")
+    masks = S.select(scores_d, scores_f, alpha=3.0)
+    out = unlearn("ssd", model, class_task, device="cpu", alpha=3.0, lam=1.0).model
+    before, after = dict(model.named_parameters()), dict(out.named_parameters())
+    n_selected = 0
+    for name, mask in masks.items():
+        assert torch.equal(before[name][~mask], after[name][~mask]), name
+        # selected entries shrink towards zero (|beta| <= 1) and keep their sign
+        b, a = before[name][mask], after[name][mask]
+        assert torch.all(a.abs() <= b.abs()) and torch.all(a * b >= 0), name
+        n_selected += int(mask.sum())
+    total = sum(m.numel() for m in masks.values())
+    assert 0 < n_selected < 0.2 * total, "SSD should select a small, non-empty set of parameters"
+    assert set(masks) == {n for n, _ in model.named_parameters()}, "every parameter is scored, no layer skipped"
+    assert all(torch.equal(x, y) for x, y in zip(model.buffers(), out.buffers())), "BatchNorm buffers untouched"
+
+
+def test_dampening_factor_follows_the_rule():
+    layer = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    i_d = {"weight": torch.tensor([[1.0, 1.0], [1.0, 0.0]])}
+    i_f = {"weight": torch.tensor([[20.0, 5.0], [40.0, 1.0]])}
+    selected = S.dampen(layer, i_d, i_f, alpha=10.0, lam=2.0)
+    # (0,0): 20 > 10 -> beta 2/20; (0,1): 5 < 10 -> kept; (1,0): 40 > 10 -> beta 2/40; (1,1): 1 > 0 -> beta 0
+    expected = torch.tensor([[0.1, 2.0], [0.15, 0.0]])
+    assert torch.allclose(layer.weight, expected) and selected == {"weight": 3}
+
+
+def test_lfssd_uses_no_labels(trained, class_task):
+    data = class_task.data
+    shuffled_y = data.y_train[torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))]
+    blind_task = dataclasses.replace(class_task, data=data.with_train(data.x_train, shuffled_y))
+    a = unlearn("lfssd", trained[0], class_task, device="cpu", alpha=6.0).model
+    b = unlearn("lfssd", trained[0], blind_task, device="cpu", alpha=6.0).model
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), trained[0].parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    # SSD itself does read the labels
+    c = unlearn("ssd", trained[0], class_task, device="cpu", alpha=3.0).model
+    d = unlearn("ssd", trained[0], blind_task, device="cpu", alpha=3.0).model
+    assert not all(torch.equal(x, y) for x, y in zip(c.parameters(), d.parameters()))
+
+
+@pytest.mark.parametrize("bad", [{"alpha": 0}, {"alpha": -1.0}, {"lam": 0.0}, {"lam": float("nan")},
+                                 {"alpha": "10"}])
+def test_bad_hyperparameters_are_clear_errors(trained, class_task, bad):
+    with pytest.raises(ValueError, match="must be a positive number"):
+        unlearn("ssd", trained[0], class_task, device="cpu", **bad)
+
+
+def test_unknown_order_is_a_clear_error(trained, class_task):
+    with pytest.raises(ValueError, match="unknown order"):
+        unlearn("ssd", trained[0], class_task, device="cpu", order="random", alpha=3.0)
+
+
+def test_precomputed_importance_on_d_gives_the_same_forgetting(trained, class_task):
+    model = trained[0]
+    pre = S.precompute_importance(model, class_task.data, order="by_class", device="cpu", progress=False)
+    assert pre.seconds > 0 and "by_class" in repr(pre)
+    with_pre = unlearn("ssd", model, class_task, device="cpu", importance_d=pre, alpha=3.0).model
+    fresh = unlearn("ssd", model, class_task, device="cpu", alpha=3.0).model
+    (f1, t1), (f2, t2) = _accs(with_pre, class_task), _accs(fresh, class_task)
+    # by-class order differs from the request's order only in the batches at the class boundaries
+    assert abs(f1 - f2) < 0.05 and abs(t1 - t2) < 0.03
+
+
+def test_precomputed_importance_must_belong_to_the_model_and_variant(trained, class_task):
+    pre = S.precompute_importance(trained[0], class_task.data, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="different model"):
+        unlearn("ssd", trained[1], class_task, device="cpu", importance_d=pre, alpha=3.0)
+    with pytest.raises(ValueError, match="label_free=True"):
+        unlearn("lfssd", trained[0], class_task, device="cpu", importance_d=pre, alpha=3.0)
+    with pytest.raises(ValueError, match="same batch size"):
+        unlearn("ssd", trained[0], class_task, device="cpu", importance_d=pre, batch_size=128, alpha=3.0)
+    with pytest.raises(ValueError, match="depends on the forget request"):
+        S.precompute_importance(trained[0], class_task.data, order="official", device="cpu")
+
+
+def test_visit_orders(small_fashion, class_task):
+    official = S.visit_order(small_fashion, "official", task=class_task)
+    n = len(small_fashion.y_train)
+    assert sorted(official.tolist()) == list(range(n))
+    np.testing.assert_array_equal(official[-len(class_task.forget_idx):], class_task.forget_idx)
+    labels = small_fashion.y_train.numpy()[official[:len(class_task.retain_idx)]]
+    assert np.all(np.diff(labels) >= 0), "D_r is visited class by class for a class task"
+    random_task = tasks.random_samples(small_fashion, 100, seed=0)
+    retain_part = S.visit_order(small_fashion, "official", task=random_task)[:-100]
+    np.testing.assert_array_equal(retain_part, random_task.retain_idx)
+    shuffled = S.visit_order(small_fashion, "shuffled", seed=1)
+    assert not np.array_equal(shuffled, np.arange(n)) and sorted(shuffled.tolist()) == list(range(n))
+    assert S.default_batch_size(class_task) == 64 and S.default_batch_size(random_task) == 128
+
+
+def test_per_sample_importance_matches_a_loop_over_single_samples(trained, class_task):
+    model, data = trained[0], class_task.data
+    idx = class_task.forget_idx[:6]
+    vectorised = S.importance(model, data, idx, batch_size=3, per_sample=True, device="cpu")
+    looped = S.importance(model, data, idx, batch_size=1, device="cpu")  # one sample per batch
+    for name in looped:
+        torch.testing.assert_close(vectorised[name], looped[name], rtol=1e-4, atol=1e-9)
+
+
+def test_registry_entries():
+    assert REGISTRY["ssd"].hyperparameters["alpha"] == 10.0 and REGISTRY["lfssd"].hyperparameters["lam"] == 1.0
+    assert "AAAI 2024" in REGISTRY["ssd"].paper
+
+
+def test_sensitivity_grid_reuses_one_pair_of_importances(trained, class_task):
+    model, data = trained[0], class_task.data
+    scores_d = S.importance(model, data, S.visit_order(data, "official", task=class_task), batch_size=64)
+    scores_f = S.importance(model, data, class_task.forget_idx, batch_size=64)
+    grid = S.sensitivity(model, class_task, scores_d, scores_f, [3.0, 50.0], [1.0], device="cpu", progress=False)
+    by_alpha = {r["alpha"]: r for r in grid}
+    assert by_alpha[50.0]["selected"] == 0 and by_alpha[50.0]["forget_acc"] > 0.8
+    assert by_alpha[3.0]["selected"] > 0 and by_alpha[3.0]["forget_acc"] < 0.3
+    direct = unlearn("ssd", model, class_task, device="cpu", alpha=3.0).model
+    assert by_alpha[3.0]["forget_acc"] == _accs(direct, class_task)[0]
