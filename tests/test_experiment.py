@@ -32,3 +32,30 @@ def test_tuning_prefers_the_setting_closest_to_retraining(trained, class_task, s
     assert useless["retrain_gap"] > 0.5  # a step this small forgets nothing
     chosen = best_settings(records)
     assert chosen["gradient_ascent"] == {"lr": 0.02, "epochs": 3} and chosen["random_labels"] == {"epochs": 1}
+
+
+def test_settings_run_one_method_under_two_labels_with_per_seed_hyperparameters(trained, class_task, small_fashion):
+    from unlearnlib.experiment import Setting
+
+    seen = []
+
+    def per_seed(refs):  # work done before the timed call, from the seed's models
+        seen.append(refs.original.key)
+        return {"lr": 0.05}
+
+    methods = {"rl": Setting("random_labels", {"epochs": 1}),
+               "rl (faster lr)": Setting("random_labels", {"epochs": 1}, per_seed=per_seed)}
+    records = run_methods(class_task, _profile(small_fashion), methods, seeds=[0], device="cpu", progress=False)
+    assert [r["method"] for r in records] == ["rl", "rl (faster lr)"]
+    assert all(r["algorithm"] == "random_labels" for r in records)
+    assert '"lr": 0.05' in records[1]["hparams"] and "lr" not in records[0]["hparams"]
+    assert len(seen) == 1
+
+
+def test_profiles_choose_the_recipe_per_dataset():
+    from unlearnlib import get_profile
+
+    paper = get_profile("paper")
+    assert paper.recipe_for("cifar10") is paper.recipe
+    assert paper.recipe_for("cifar100").epochs == 200 and paper.recipe_for("cifar20").milestones == (15, 30, 35)
+    assert get_profile("cpu").recipe_for("fashion-mnist-super") == get_profile("cpu").recipe

@@ -58,3 +58,11 @@ def test_chapter_installs_the_library_in_colab_and_has_a_parameters_cell(chapter
     first = code[0].source
     assert "import unlearnlib" in first and "pip" in first and "install" in first and REPO_URL in first
     assert any("parameters" in _tags(c) for c in code)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_committed_chapter_has_no_placeholder_left(chapter):
+    nb = nbformat.read(chapter, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for marker in ("DISCUSSION_", "TODO", "TBD", "XXX"):
+        assert marker not in text, f"{chapter.name} still contains the placeholder {marker!r}"

@@ -9,6 +9,7 @@ itself writes ``results/<chapter>/<profile>.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     for chapter in chapters:
         start = time.perf_counter()
         print(f"executing {chapter.relative_to(REPO_ROOT)} on profile {args.profile} ...", flush=True)
-        execute_chapter(chapter, chapter, profile=args.profile, device=args.device)
+        # execute into a temporary file and replace the chapter only when the run succeeded: a failed or
+        # interrupted run never leaves a half-executed chapter behind
+        partial = chapter.with_name(f".{chapter.stem}.running.ipynb")
+        try:
+            execute_chapter(chapter, partial, profile=args.profile, device=args.device)
+            os.replace(partial, chapter)
+        finally:
+            partial.unlink(missing_ok=True)
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 

@@ -22,11 +22,13 @@ from .training import hardware
 
 
 def git_commit() -> str:
-    """The commit the code ran from, with ``+dirty`` when the work tree had changes (``unknown`` outside git)."""
+    """The commit the code ran from, with ``+dirty`` when tracked code differs from it (``unknown`` outside git)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        # executed chapters and results are outputs of the run, not code: they do not make the code "dirty"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)chapters/*.ipynb", ":(exclude)results"], cwd=REPO_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except Exception:
