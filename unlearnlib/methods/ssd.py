@@ -259,8 +259,9 @@ def alpha_ceiling(task, batch_size: int | None = None) -> float:
     """About the largest useful alpha: #batches of D / #batches of D_f.
 
     D contains D_f, so the batches of D_f contribute to I_D too: ``I_D ≥ (n_f / n_D) · I_Df`` for batch counts
-    n_f and n_D (exactly so in the official order, where D_f's batches come last), hence ``I_Df / I_D ≤ n_D / n_f``.
-    An alpha above this selects nothing. The paper's alpha = 10 fits a forget class of 1 % of D (CIFAR-100);
+    n_f and n_D, hence ``I_Df / I_D ≤ n_D / n_f``. The bound is exact when D's last n_f batches are D_f's batches;
+    in the official order one batch straddles D_r and D_f, and the ratio can exceed it slightly (12 for a ceiling of
+    10 in the SSD chapter). An alpha above it selects (almost) nothing. The paper's alpha = 10 fits a forget class of 1 % of D (CIFAR-100);
     a class of 10 % (CIFAR-10, Fashion-MNIST) caps alpha near 10.
     """
     b = batch_size or default_batch_size(task)
