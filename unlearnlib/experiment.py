@@ -14,7 +14,7 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import Outputs, evaluate, retrain_gap, task_outputs
+from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs
 from .profiles import Profile
 from .tasks import ForgetTask
 from .training import TrainedModel, train_or_load
@@ -45,11 +45,14 @@ def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="a
 class Setting:
     """A method run under a label of its own, so that one method can appear twice in a comparison (e.g. SSD with and
     without a precomputed importance). ``per_seed(refs)`` returns hyperparameters that depend on the seed's models
-    (computed before the timed call, as work done ahead of the forget request)."""
+    (computed before the timed call, as work done ahead of the forget request). ``view(task, seed)`` returns the
+    task the *method* sees, e.g. a sample budget (``lambda t, s: tasks.few_shot(t, 10, seed=s)``); the model it
+    returns is still evaluated on the full task."""
 
     method: str
     hparams: Mapping = field(default_factory=dict)
     per_seed: Callable[[References], dict] | None = None
+    view: Callable[[ForgetTask, int], ForgetTask] | None = None
 
 
 def _resolve(label: str, spec) -> Setting:
@@ -72,8 +75,9 @@ def _prepare(task: ForgetTask, profile: Profile, seed: int, device, progress: bo
 
 
 def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profile, seed: int,
-             device) -> tuple[dict, float, str]:
-    """Metrics, seconds and the source of the time for one method run on the original model of ``ctx``."""
+             device, *, seen: ForgetTask | None = None, quick: bool = False) -> tuple[dict, float, str]:
+    """Metrics, seconds and the source of the time for one method run on the original model of ``ctx``; the method
+    sees ``seen`` (default: ``task``) and is evaluated on ``task``, with :func:`quick_evaluate` if ``quick``."""
     refs = ctx.refs
     if name == "original":
         model, seconds, source = refs.original.model, 0.0, "none"
@@ -81,8 +85,10 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
         model, seconds = ctx.ref_out, refs.retrain.train_seconds
         source = "cache" if refs.retrain.cached else "measured"
     else:
-        result = unlearn(name, refs.original.model, task, seed=seed, device=device, **hp)
+        result = unlearn(name, refs.original.model, task if seen is None else seen, seed=seed, device=device, **hp)
         model, seconds, source = result.model, result.seconds, "measured"
+    if quick:
+        return quick_evaluate(model, task, device=device), seconds, source
     rec = evaluate(model, task, reference=ctx.ref_out, seed=seed, device=device,
                    svc_max_samples=profile.svc_max_samples)
     return rec, seconds, source
@@ -90,13 +96,15 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
 
 def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
                 seeds: Sequence[int], task_label: str | None = None, device="auto",
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, quick: bool = False) -> list[dict]:
     """Evaluate ``methods`` ({name: hyperparameters} or {label: Setting}) on ``task`` for each seed; returns one
     record per run, whose ``method`` is the label and ``algorithm`` the registered method.
 
     ``"original"`` and ``"retrain"`` use the cached models; the retrain row's ``seconds`` is the measured time of
     training it from scratch (stored in its checkpoint with the hardware it ran on), so it can be set against each
-    method's time.
+    method's time. A Setting's ``view`` decides what the method sees (its ``budget`` column records the samples
+    per class when the view is a :func:`~unlearnlib.tasks.few_shot` budget). ``quick`` evaluates with
+    :func:`~unlearnlib.metrics.quick_evaluate` (three accuracies) instead of every metric.
     """
     label = task_label or task.describe()
     records = []
@@ -109,9 +117,12 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
             ctx, ctx_seed = _prepare(task, profile, seed, device, progress), seed
         setting = _resolve(name, methods[name])
         hp = {**setting.hparams, **(setting.per_seed(ctx.refs) if setting.per_seed else {})}
-        rec, seconds, source = _run_one(setting.method, hp, ctx, task, profile, seed, device)
+        seen = setting.view(task, seed) if setting.view else None
+        rec, seconds, source = _run_one(setting.method, hp, ctx, task, profile, seed, device, seen=seen, quick=quick)
+        budget = seen.params.get("per_class") if seen is not None else None
         records.append({"task": label, "task_kind": task.kind, "method": name, "algorithm": setting.method,
-                        "seed": seed, **rec,
+                        "seed": seed, **rec, "budget": budget,
+                        "samples_seen": len(seen.data.y_train) if seen is not None else None,
                         "seconds": seconds, "time_source": source,
                         "original_train_seconds": ctx.refs.original.train_seconds,
                         "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
@@ -119,19 +130,25 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
 
 
 def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
-         device="auto", progress: bool = True) -> list[dict]:
+         device="auto", progress: bool = True, view: Callable[[ForgetTask, int], ForgetTask] | None = None,
+         quick: bool = False) -> list[dict]:
     """Run every hyperparameter setting in ``grids`` ({method: [settings, ...]}) on one seed and score it by
     :func:`~unlearnlib.metrics.retrain_gap` against that seed's retrain model. Returns one record per setting.
 
-    Pick with :func:`best_settings`. Tuning against the retrain model is what the papers' "tuning knobs" amount to;
-    a chapter that tunes on a seed it also reports must say so.
+    ``view`` and ``quick`` work as in :func:`run_methods` (every method sees the same view). Pick with
+    :func:`best_settings`. Tuning against the retrain model is what the papers' "tuning knobs" amount to; a chapter
+    that tunes on a seed it also reports must say so.
     """
     ctx = _prepare(task, profile, seed, device, progress)
-    ref_rec = evaluate(ctx.ref_out, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
+    if quick:
+        ref_rec = quick_evaluate(ctx.ref_out, task)
+    else:
+        ref_rec = evaluate(ctx.ref_out, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
+    seen = view(task, seed) if view else None
     runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
-        rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device)
+        rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device, seen=seen, quick=quick)
         records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec, "seconds": seconds,
                         "retrain_gap": retrain_gap(rec, ref_rec)})
     return records

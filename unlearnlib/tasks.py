@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -326,3 +326,39 @@ def triggered_test(task: ForgetTask) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("triggered_test needs a corrupted task with corruption='trigger'")
     keep = task.data.y_test != task.corruption["target_class"]
     return add_trigger(task.data.x_test[keep], size=int(task.corruption["patch_size"])), task.data.y_test[keep]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sample budgets
+
+def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
+    """The same request seen through a budget: at most ``per_class`` training samples of every class on each side
+    (forget and retain), drawn with ``seed``, and nothing else.
+
+    The returned task's dataset holds *only* those samples (its test split is empty), so a method given it cannot
+    read a sample beyond the budget, by construction. ``params["source_idx"]`` maps its training samples back to
+    the indices of ``task.data``. Use it as the task a method sees, and evaluate on the full ``task``.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError(f"per_class must be a positive whole number of samples, got {per_class!r}")
+    rng = np.random.default_rng(seed)
+    y = task.data.y_train.numpy()
+
+    def draw(idx: np.ndarray) -> np.ndarray:
+        picked = [rng.choice(idx[y[idx] == c], min(per_class, int((y[idx] == c).sum())), replace=False)
+                  for c in np.unique(y[idx])]
+        return np.sort(np.concatenate(picked))
+
+    forget, retain = draw(task.forget_idx), draw(task.retain_idx)
+    source = np.concatenate([forget, retain])
+    pick = torch.from_numpy(source)
+    data = task.data
+    small = replace(data, x_train=data.x_train[pick], y_train=data.y_train[pick], x_test=data.x_test[:0],
+                    y_test=data.y_test[:0],
+                    fine_train=None if data.fine_train is None else data.fine_train[pick],
+                    fine_test=None if data.fine_test is None else data.fine_test[:0],
+                    spec={**data.spec, "few_shot": {"per_class": int(per_class), "seed": seed}})
+    params = {**task.params, "per_class": int(per_class), "budget_seed": seed, "source_idx": source.tolist()}
+    empty = np.array([], np.int64)
+    return ForgetTask(task.kind, small, np.arange(len(forget)), np.arange(len(forget), len(source)), empty, empty,
+                      params=params, corruption=None)

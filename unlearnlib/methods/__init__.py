@@ -106,3 +106,4 @@ def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | t
 
 from . import baselines  # noqa: E402,F401  (registers the baselines)
 from . import ssd  # noqa: E402,F401  (SSD and LFSSD)
+from . import classlevel  # noqa: E402,F401  (Singh et al., reconstructed)
