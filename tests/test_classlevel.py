@@ -181,3 +181,16 @@ def test_quick_evaluate_agrees_with_evaluate(trained, class_task):
     full = metrics.evaluate(trained[0], class_task, device="cpu", svc_max_samples=200)
     quick = metrics.quick_evaluate(trained[0], class_task, device="cpu")
     assert quick == {k: full[k] for k in metrics.QUICK_METRICS}
+
+
+def test_every_restricted_class_gets_its_own_share_of_the_selection(trained, small_fashion):
+    """With several restricted classes the selection is a union of per-class rankings: each restricted class's
+    output row is selected far more than the rows of the remaining classes."""
+    task = tasks.full_class(small_fashion, ["Trouser", "Bag"])
+    view = tasks.few_shot(task, 10, seed=0)
+    masks = CL.selection_masks(trained[0], view, selection="relevance", fraction=0.05, device="cpu")
+    last = [n for n in masks if n.endswith("weight")][-1]
+    share = masks[last].float().mean(dim=1)
+    others = [c for c in range(task.num_classes) if c not in task.forget_classes]
+    for c in task.forget_classes:
+        assert share[c] > 2 * share[others].mean(), (c, share)

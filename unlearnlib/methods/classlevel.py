@@ -9,9 +9,10 @@ not public, so every concrete choice below is ours, made to fit that description
 1. **Relevance** of parameter ``theta_i`` to a set of samples S: the first-order (Taylor) estimate of how much the
    log-likelihood of the true class would change if the parameter were removed, ``mean_{x in S} |theta_i *
    d log p_y(x) / d theta_i|``, per sample (so that samples do not cancel), as pruning criteria score weights.
-2. **Contrast and selection**: ``ratio_i = R_restricted,i / (R_remaining,i + eps)``, how much more the restricted
-   classes rely on the parameter than the remaining ones do; the ``fraction`` of parameters with the highest ratio
-   is selected.
+2. **Contrast and selection**: ``ratio_i = R_c,i / (R_remaining,i + eps)``, how much more the restricted class c
+   relies on the parameter than the remaining classes do; for every restricted class, the ``fraction`` of
+   parameters with the highest ratio is selected (the union over the restricted classes), so that with several
+   restricted classes no class is crowded out by another whose ratios run higher.
 3. **Removal**: optionally zero the selected parameters (pruning them), then train *only* them for ``epochs`` full
    passes over the few samples, minimising
 
@@ -114,16 +115,23 @@ def restricted_classes(task) -> list[int]:
 
 def selection_masks(model: nn.Module, task, *, selection: str, fraction: float, seed: int = 0,
                     chunk_size: int = 64, device="cpu") -> dict[str, torch.Tensor]:
-    """Which parameters the removal step may change: by relevance ratio, all of them, or a random set."""
+    """Which parameters the removal step may change: by relevance ratio (the top ``fraction`` for each restricted
+    class, united), all of them, or a random set of ``fraction`` of them."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
     if selection == "all":
         return {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
     if selection == "random":
         return random_masks(model, fraction, seed)
-    r_f = relevance(model, task.data, task.forget_idx, chunk_size=chunk_size, device=device)
     r_r = relevance(model, task.data, task.retain_idx, chunk_size=chunk_size, device=device)
-    return select_top(relevance_ratio(r_f, r_r), fraction)
+    y = task.data.y_train.numpy()
+    masks = None
+    for c in restricted_classes(task):  # each restricted class gets its own share of the network
+        own = task.forget_idx[y[task.forget_idx] == c]
+        chosen = select_top(relevance_ratio(relevance(model, task.data, own, chunk_size=chunk_size, device=device),
+                                            r_r), fraction)
+        masks = chosen if masks is None else {n: masks[n] | chosen[n] for n in masks}
+    return masks
 
 
 @register("classlevel", paper="Singh, Mazumder and Karim, ECCV 2022 (our reconstruction)")
