@@ -139,13 +139,16 @@ class Outputs:
     test_forget: torch.Tensor
 
 
-def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto") -> Outputs:
-    """Logits of ``model`` on D_f, D_r and on the test split (retained part and forgotten part)."""
+def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto", retain: bool = True) -> Outputs:
+    """Logits of ``model`` on D_f, D_r and on the test split (retained part and forgotten part).
+
+    ``retain=False`` skips D_r (by far the largest part; its logits are then an empty tensor)."""
     d = task.data
     test_all = predict_logits(model, d, None, split="test", device=device)
     return Outputs(
         forget=predict_logits(model, d, task.forget_idx, split="train", device=device),
-        retain=predict_logits(model, d, task.retain_idx, split="train", device=device),
+        retain=(predict_logits(model, d, task.retain_idx, split="train", device=device) if retain
+                else test_all[:0]),
         test_retain=test_all[torch.from_numpy(task.test_retain_idx)],
         test_forget=test_all[torch.from_numpy(task.test_forget_idx)],
     )
@@ -195,15 +198,9 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
 
     The definitions are those of :func:`evaluate` (see ``METRIC_INFO``)."""
     d = task.data
-    if isinstance(model, Outputs):
-        forget, test_retain, test_forget = model.forget, model.test_retain, model.test_forget
-    else:
-        test_all = predict_logits(model, d, None, split="test", device=device)
-        forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
-        test_retain = test_all[torch.from_numpy(task.test_retain_idx)]
-        test_forget = test_all[torch.from_numpy(task.test_forget_idx)]
+    out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device, retain=False)
     return {
-        "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
-        "test_acc": accuracy_from_logits(test_retain, d.y_test[torch.from_numpy(task.test_retain_idx)]),
-        "test_forget_acc": accuracy_from_logits(test_forget, d.y_test[torch.from_numpy(task.test_forget_idx)]),
+        "forget_acc": accuracy_from_logits(out.forget, d.y_train[torch.from_numpy(task.forget_idx)]),
+        "test_acc": accuracy_from_logits(out.test_retain, d.y_test[torch.from_numpy(task.test_retain_idx)]),
+        "test_forget_acc": accuracy_from_logits(out.test_forget, d.y_test[torch.from_numpy(task.test_forget_idx)]),
     }
