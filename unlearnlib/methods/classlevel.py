@@ -167,7 +167,8 @@ def classlevel(model: nn.Module, task, *, seed: int = 0, device="cpu", fraction:
                          device=device)
         retain = batches(task.data, task.retain_idx, batch_size, shuffle=True, seed=seed * 100_003 + 2 * epoch + 1,
                          device=device)
-        for (xf, _), (xr, _) in zip(_cycle_shorter(forget, task.forget_idx, task.retain_idx, batch_size), retain):
+        needed = int(np.ceil(len(task.retain_idx) / batch_size))
+        for (xf, _), (xr, _) in zip(_repeat(forget, needed), retain):
             opt.zero_grad(set_to_none=True)
             loss_f = -(redirect_targets(original, xf, restricted) * F.log_softmax(model(xf), dim=1)).sum(1).mean()
             with torch.no_grad():
@@ -182,9 +183,8 @@ def classlevel(model: nn.Module, task, *, seed: int = 0, device="cpu", fraction:
     return model
 
 
-def _cycle_shorter(forget_batches, forget_idx, retain_idx, batch_size: int):
-    """Forget batches repeated so that every retain batch of a pass has a forget batch beside it."""
-    needed = int(np.ceil(len(retain_idx) / batch_size))
+def _repeat(forget_batches, needed: int):
+    """``needed`` forget batches, cycling, so that every retain batch of a pass has a forget batch beside it."""
     cached = list(forget_batches)
     for i in range(needed):
         yield cached[i % len(cached)]
