@@ -17,28 +17,33 @@ from .methods import unlearn
 from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs
 from .profiles import Profile
 from .tasks import ForgetTask
-from .training import TrainedModel, train_or_load
+from .training import TrainedModel, accuracy, train_or_load
 
 
 @dataclass
 class References:
-    """The two models every method is compared with, for one seed."""
+    """The two models every method is compared with, for one seed (``retrain`` is None when it was not asked
+    for)."""
 
     original: TrainedModel
-    retrain: TrainedModel
+    retrain: TrainedModel | None
 
 
 def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="auto",
-                     progress: bool = True) -> References:
+                     progress: bool = True, retrain: bool = True) -> References:
     """The original model (trained on all of ``task.data``'s training split) and the retrain-from-scratch model
-    (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache."""
+    (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache.
+    ``retrain=False`` skips the retrain model (for sweeps over many small requests, each of which would need its
+    own)."""
     all_idx = np.arange(len(task.data.y_train))
     recipe = profile.recipe_for(task.data.name)
     original = train_or_load(task.data, all_idx, profile.arch, recipe, seed=seed, role="original",
                              device=device, progress=progress)
-    retrain = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed, role="retrain",
-                            device=device, progress=progress)
-    return References(original, retrain)
+    if not retrain:
+        return References(original, None)
+    again = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed, role="retrain",
+                          device=device, progress=progress)
+    return References(original, again)
 
 
 @dataclass(frozen=True)
@@ -64,39 +69,49 @@ class _Seeded:
     """The references of one seed, with the retrain model's outputs computed once and the kernels warmed up."""
 
     refs: References
-    ref_out: Outputs
+    ref_out: Outputs | None
 
 
-def _prepare(task: ForgetTask, profile: Profile, seed: int, device, progress: bool) -> _Seeded:
-    refs = reference_models(task, profile, seed, device=device, progress=progress)
-    ref_out = task_outputs(refs.retrain.model, task, device=device)
+def _prepare(task: ForgetTask, profile: Profile, seed: int, device, progress: bool,
+             retrain: bool = True) -> _Seeded:
+    refs = reference_models(task, profile, seed, device=device, progress=progress, retrain=retrain)
+    ref_out = task_outputs(refs.retrain.model, task, device=device) if retrain else None
     _warm_up(refs.original.model, task, device)
     return _Seeded(refs, ref_out)
 
 
+def _score(model, task: ForgetTask, profile: Profile, seed: int, device, quick: bool | str,
+           reference: Outputs | None) -> dict:
+    """:func:`evaluate`, or :func:`quick_evaluate` when ``quick`` (with D_r's accuracy when ``quick="retain"``)."""
+    if quick:
+        return quick_evaluate(model, task, device=device, retain=quick == "retain")
+    return evaluate(model, task, reference=reference, seed=seed, device=device,
+                    svc_max_samples=profile.svc_max_samples)
+
+
 def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profile, seed: int,
-             device, *, seen: ForgetTask | None = None, quick: bool = False) -> tuple[dict, float, str]:
+             device, *, seen: ForgetTask | None = None, quick: bool | str = False) -> tuple[dict, float, str]:
     """Metrics, seconds and the source of the time for one method run on the original model of ``ctx``; the method
-    sees ``seen`` (default: ``task``) and is evaluated on ``task``, with :func:`quick_evaluate` if ``quick``."""
+    sees ``seen`` (default: ``task``) and is evaluated on ``task`` (see :func:`_score`). What the method reports
+    about its run (``UnlearnResult.info``) joins the metrics."""
     refs = ctx.refs
+    info = {}
     if name == "original":
         model, seconds, source = refs.original.model, 0.0, "none"
     elif name == "retrain":  # already evaluated outputs; its time is that of training it from scratch
+        if ctx.ref_out is None:
+            raise ValueError("method 'retrain' was asked for with retrain=False; drop it or pass retrain=True")
         model, seconds = ctx.ref_out, refs.retrain.train_seconds
         source = "cache" if refs.retrain.cached else "measured"
     else:
         result = unlearn(name, refs.original.model, task if seen is None else seen, seed=seed, device=device, **hp)
-        model, seconds, source = result.model, result.seconds, "measured"
-    if quick:
-        return quick_evaluate(model, task, device=device), seconds, source
-    rec = evaluate(model, task, reference=ctx.ref_out, seed=seed, device=device,
-                   svc_max_samples=profile.svc_max_samples)
-    return rec, seconds, source
+        model, seconds, source, info = result.model, result.seconds, "measured", result.info
+    return {**_score(model, task, profile, seed, device, quick, ctx.ref_out), **info}, seconds, source
 
 
 def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
                 seeds: Sequence[int], task_label: str | None = None, device="auto",
-                progress: bool = True, quick: bool = False) -> list[dict]:
+                progress: bool = True, quick: bool | str = False, retrain: bool = True) -> list[dict]:
     """Evaluate ``methods`` ({name: hyperparameters} or {label: Setting}) on ``task`` for each seed; returns one
     record per run, whose ``method`` is the label and ``algorithm`` the registered method.
 
@@ -104,7 +119,9 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
     training it from scratch (stored in its checkpoint with the hardware it ran on), so it can be set against each
     method's time. A Setting's ``view`` decides what the method sees (its ``budget`` column records the samples
     per class when the view is a :func:`~unlearnlib.tasks.few_shot` budget). ``quick`` evaluates with
-    :func:`~unlearnlib.metrics.quick_evaluate` (three accuracies) instead of every metric.
+    :func:`~unlearnlib.metrics.quick_evaluate` (three accuracies; ``quick="retain"`` adds the accuracy on D_r) instead
+    of every metric. ``retrain=False`` neither trains nor loads the retrain model (no ``"retrain"`` row, no
+    activation distance); every record still carries ``original_train_seconds``, what retraining would roughly cost.
     """
     label = task_label or task.describe()
     records = []
@@ -114,7 +131,7 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
     for seed, name in bar:
         bar.set_postfix(seed=seed, method=name)
         if ctx_seed != seed:
-            ctx, ctx_seed = _prepare(task, profile, seed, device, progress), seed
+            ctx, ctx_seed = _prepare(task, profile, seed, device, progress, retrain), seed
         setting = _resolve(name, methods[name])
         hp = {**setting.hparams, **(setting.per_seed(ctx.refs) if setting.per_seed else {})}
         seen = setting.view(task, seed) if setting.view else None
@@ -129,9 +146,48 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
     return records
 
 
+def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Mapping[str, Mapping | Setting], *,
+                  seed: int, device="auto", progress: bool = True, retain: bool = False) -> list[dict]:
+    """Serve a sequence of deletion requests one after the other: each method starts from the original model of
+    ``seed`` and unlearns request j from the model it returned for request j - 1.
+
+    After every request (and once before the first, ``request`` 0) the record holds the accuracy on everything
+    forgotten so far (``forget_acc``), on the latest request (``request_acc``), on the test set (``test_acc``) and,
+    with ``retain=True``, on the training samples not forgotten so far (``retain_acc``), plus the seconds of that
+    request and what the method reported (e.g. its steps).
+    """
+    from .tasks import instances
+
+    if not requests:
+        raise ValueError("run_continual needs at least one request")
+    data = requests[0].data
+    refs = reference_models(requests[0], profile, seed, device=device, progress=progress, retrain=False)
+    records = []
+    for label, spec in tqdm(list(methods.items()), desc="continual unlearning", disable=not progress, leave=False):
+        setting = _resolve(label, spec)
+        model, forgotten = refs.original.model, np.array([], np.int64)
+        for j, request in enumerate([None, *requests]):
+            seconds, info = 0.0, {}
+            if request is not None:
+                result = unlearn(setting.method, model, request, seed=seed * 1000 + j, device=device,
+                                 **setting.hparams)
+                model, seconds, info = result.model, result.seconds, result.info
+                forgotten = np.concatenate([forgotten, request.forget_idx])
+            so_far = instances(data, forgotten if len(forgotten) else requests[0].forget_idx)
+            rec = quick_evaluate(model, so_far, device=device, retain=retain)
+            if request is None:  # nothing forgotten yet: report the first request's accuracy as a baseline
+                rec["forget_acc"] = float("nan")
+            current = request if request is not None else requests[0]
+            rec["request_acc"] = accuracy(model, data, current.forget_idx, split="train", device=device)
+            records.append({"method": label, "algorithm": setting.method, "seed": seed, "request": j,
+                            "forgotten": len(forgotten), **rec, "seconds": seconds, **info,
+                            "hparams": json.dumps(dict(setting.hparams), default=str)})
+    return records
+
+
 def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
          device="auto", progress: bool = True, view: Callable[[ForgetTask, int], ForgetTask] | None = None,
-         quick: bool = False) -> list[dict]:
+         quick: bool | str = False) -> list[dict]:
     """Run every hyperparameter setting in ``grids`` ({method: [settings, ...]}) on one seed and score it by
     :func:`~unlearnlib.metrics.retrain_gap` against that seed's retrain model. Returns one record per setting.
 
@@ -140,10 +196,7 @@ def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mappin
     that tunes on a seed it also reports must say so.
     """
     ctx = _prepare(task, profile, seed, device, progress)
-    if quick:
-        ref_rec = quick_evaluate(ctx.ref_out, task)
-    else:
-        ref_rec = evaluate(ctx.ref_out, task, seed=seed, device=device, svc_max_samples=profile.svc_max_samples)
+    ref_rec = _score(ctx.ref_out, task, profile, seed, device, quick, None)
     seen = view(task, seed) if view else None
     runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
     records = []

@@ -192,15 +192,20 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
 QUICK_METRICS = ("forget_acc", "test_acc", "test_forget_acc")
 
 
-def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.device = "auto") -> dict:
+def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.device = "auto",
+                   retain: bool = False) -> dict:
     """The three accuracies that define class forgetting (``forget_acc``, ``test_acc``, ``test_forget_acc``) without
     the pass over D_r and the attacks: for sweeps with many runs, where :func:`evaluate` would cost minutes.
+    ``retain=True`` adds ``retain_acc`` (one pass over D_r, still no attacks).
 
     The definitions are those of :func:`evaluate` (see ``METRIC_INFO``)."""
     d = task.data
-    out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device, retain=False)
-    return {
+    out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device, retain=retain)
+    record = {
         "forget_acc": accuracy_from_logits(out.forget, d.y_train[torch.from_numpy(task.forget_idx)]),
         "test_acc": accuracy_from_logits(out.test_retain, d.y_test[torch.from_numpy(task.test_retain_idx)]),
         "test_forget_acc": accuracy_from_logits(out.test_forget, d.y_test[torch.from_numpy(task.test_forget_idx)]),
     }
+    if retain:
+        record["retain_acc"] = accuracy_from_logits(out.retain, d.y_train[torch.from_numpy(task.retain_idx)])
+    return record

@@ -222,6 +222,23 @@ def instances(data: ImageData, indices: Sequence[int]) -> ForgetTask:
                       np.arange(len(data.y_test)), params={"k": int(idx.size)})
 
 
+def split_instances(task: ForgetTask, sizes: Sequence[int], *, seed: int = 0) -> list[ForgetTask]:
+    """Deletion requests carved out of ``task``'s forget set: a permutation of it (fixed by ``seed``) cut into
+    consecutive pieces of ``sizes`` samples, each an :func:`instances` task.
+
+    ``split_instances(task, [k], seed=s)[0]`` is a random k-subset, and the subsets for growing k are nested (the
+    first 8 of the 16, ...), so that a sweep over k varies only k. ``[16] * 8`` gives a sequence of eight requests.
+    """
+    sizes = [int(n) for n in sizes]
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"every request needs at least one sample, got sizes {sizes}")
+    if sum(sizes) > len(task.forget_idx):
+        raise ValueError(f"the requests need {sum(sizes)} samples but the forget set has {len(task.forget_idx)}")
+    order = task.forget_idx[np.random.default_rng(seed).permutation(len(task.forget_idx))]
+    cuts = np.cumsum([0] + sizes)
+    return [instances(task.data, order[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
 def add_trigger(x: torch.Tensor, size: int = 3, value: int = 255) -> torch.Tensor:
     """Stamp a ``size`` x ``size`` patch of ``value`` (white by default) in the bottom-right corner of uint8
     images (N, C, H, W). Returns a new tensor."""

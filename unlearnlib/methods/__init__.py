@@ -3,8 +3,10 @@
     new_model = method(model, task, *, seed=0, device="auto", **hyperparameters)
 
 A model and a :class:`~unlearnlib.tasks.ForgetTask` go in, a new model comes out, and the input model is left
-untouched (the registry hands the method a private deep copy). Hyperparameters are keyword arguments with
-defaults; an unknown one is an error that lists the accepted ones. Use :func:`unlearn` to also time the call.
+untouched (the registry hands the method a private deep copy). A method may report facts about its run (steps
+taken, success) in a dict ``model.unlearn_info``; :func:`unlearn` returns it as ``UnlearnResult.info``.
+Hyperparameters are keyword arguments with defaults; an unknown one is an error that lists the accepted ones. Use
+:func:`unlearn` to also time the call.
 
 Register a method with ``@register("name", paper="...")`` in its own module and import that module below.
 """
@@ -14,7 +16,7 @@ import copy
 import functools
 import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -86,8 +88,12 @@ def available_methods() -> list[str]:
 
 @dataclass
 class UnlearnResult:
+    """The unlearned model, the wall-clock seconds of the call, and what the method reported about its run
+    (``model.unlearn_info``, e.g. the steps L2UL took; empty for most methods)."""
+
     model: nn.Module
     seconds: float
+    info: dict = field(default_factory=dict)
 
 
 def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | torch.device = "auto",
@@ -101,9 +107,11 @@ def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | t
     new = fn(model, task, seed=seed, device=dev, **hyperparameters)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return UnlearnResult(new, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return UnlearnResult(new, seconds, dict(getattr(new, "unlearn_info", {})))
 
 
 from . import baselines  # noqa: E402,F401  (registers the baselines)
 from . import ssd  # noqa: E402,F401  (SSD and LFSSD)
 from . import classlevel  # noqa: E402,F401  (Singh et al., reconstructed)
+from . import l2ul  # noqa: E402,F401  (Cha et al., instance-wise unlearning)

@@ -1,0 +1,186 @@
+"""L2UL (Cha et al., AAAI 2024): every forget instance ends misclassified while the rest survives, the attack
+respects its constraints and never targets the true label, and the inverted importance stays finite."""
+import numpy as np
+import pytest
+import torch
+
+from unlearnlib import tasks
+from unlearnlib.experiment import Setting, run_continual, run_methods
+from unlearnlib.methods import l2ul as L
+from unlearnlib.methods import unlearn
+from unlearnlib.profiles import Profile
+from unlearnlib.training import accuracy
+
+from conftest import TINY_RECIPE
+
+FAST = dict(per_instance=4, pgd_iters=20, eps=2.0)  # the attack at a size the tests can afford
+
+
+@pytest.fixture(scope="module")
+def request16(small_fashion):
+    """16 random training instances of mixed classes."""
+    base = tasks.instances(small_fashion, np.random.default_rng(0).choice(3000, 64, replace=False))
+    return tasks.split_instances(base, [16], seed=0)[0]
+
+
+def _train_acc(model, task, idx):
+    return accuracy(model, task.data, idx, split="train", device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The attack
+
+@pytest.mark.parametrize("label", [0, 5, 9])
+def test_attack_targets_are_never_the_true_label_and_cover_all_other_classes(label):
+    gen = torch.Generator().manual_seed(0)
+    t = L.other_labels(torch.full((9000,), label), 10, gen)
+    assert not (t == label).any()
+    counts = torch.bincount(t, minlength=10).float()
+    others = counts[torch.arange(10) != label]
+    assert others.min() > 0.8 * 1000 and others.max() < 1.2 * 1000  # uniform over the nine other classes
+
+
+def test_pgd_stays_in_the_l2_ball_and_the_pixel_range_and_reaches_its_targets(trained, request16):
+    model = trained[0]
+    data = request16.data
+    adv = L.adversarial_examples(model, data, request16.forget_idx, per_instance=3, eps=3.0, iters=60, seed=0)
+    x0 = L.unit_images(data, request16.forget_idx)[adv.source]
+    assert len(adv) == 48
+    assert (adv.x >= 0).all() and (adv.x <= 1).all()
+    assert ((adv.x - x0).flatten(1).norm(dim=1) <= 3.0 + 1e-4).all()
+    y = data.y_train[torch.from_numpy(request16.forget_idx)][adv.source]
+    assert not (adv.targets == y).any()
+    with torch.no_grad():
+        pred = L.PixelSpace(model, data.mean, data.std).eval()(adv.x).argmax(1)
+    assert (pred == adv.targets).float().mean() > 0.8
+
+
+def test_logit_margin_is_positive_exactly_when_the_label_wins():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 2.5]])
+    margin = L.logit_margin(logits, torch.tensor([0, 1]))
+    assert torch.allclose(margin, torch.tensor([2.0, -0.5]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The importance
+
+def test_inverted_importance_is_finite_for_constant_tensors_and_spans_zero_to_one():
+    inv = L.invert_importance({"const": torch.full((3, 3), 0.7), "zero": torch.zeros(4),
+                               "ramp": torch.tensor([0.0, 1.0, 3.0])})
+    assert all(torch.isfinite(v).all() for v in inv.values())
+    assert torch.equal(inv["const"], torch.ones(3, 3)) and torch.equal(inv["zero"], torch.ones(4))
+    assert torch.allclose(inv["ramp"], torch.tensor([1.0, 2 / 3, 0.0]))
+
+
+def test_mas_importance_leaves_the_model_untouched(trained, request16):
+    model = trained[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    omega = L.mas_importance(model, request16.data, request16.forget_idx, bn="train")
+    assert set(omega) == {n for n, _ in model.named_parameters()}
+    assert all(torch.isfinite(w).all() and (w >= 0).all() for w in omega.values())
+    assert sum(w.sum() for w in omega.values()) > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The method
+
+@pytest.mark.parametrize("variant", ["adv", "adv_imp"])
+def test_training_stops_as_soon_as_every_forget_instance_is_misclassified(trained, request16, variant):
+    model = trained[0]
+    assert _train_acc(model, request16, request16.forget_idx) > 0.5  # there is something to forget
+    result = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS[variant], **FAST)
+    assert result.info["success"] and result.info["steps"] > 0
+    assert _train_acc(result.model, request16, request16.forget_idx) == 0.0
+    assert result.info["adv_examples"] == 16 * FAST["per_instance"]
+    one_less = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS[variant], **FAST,
+                       max_passes=result.info["passes"] - 1)  # one pass less and it is not done yet
+    assert not one_less.info["success"] and _train_acc(one_less.model, request16, request16.forget_idx) > 0
+
+
+def test_relabel_moves_every_instance_to_its_chosen_label(trained, request16):
+    model = trained[0]
+    result = unlearn("l2ul", model, request16, seed=0, device="cpu", objective="relabel", **L.VARIANTS["naive"])
+    x = request16.data.normalize(request16.data.x_train[torch.from_numpy(request16.forget_idx)])
+    with torch.no_grad():
+        logits = model.eval()(x)
+        y = request16.data.y_train[torch.from_numpy(request16.forget_idx)]
+        runner_up = logits.scatter(1, y.view(-1, 1), float("-inf")).argmax(1)
+        assert torch.equal(result.model(x).argmax(1), runner_up)
+    assert result.info["success"]
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(trained, request16):
+    model = trained[0]
+    new = unlearn("l2ul", model, request16, seed=0, device="cpu", bn="frozen", **FAST).model
+    stats = lambda m: {k: v for k, v in m.state_dict().items() if "running" in k}
+    assert all(torch.equal(v, stats(model)[k]) for k, v in stats(new).items())
+    drifted = unlearn("l2ul", model, request16, seed=0, device="cpu", bn="train", **FAST).model
+    assert any(not torch.equal(v, stats(model)[k]) for k, v in stats(drifted).items())
+
+
+def test_the_input_model_is_untouched_and_runs_are_repeatable(trained, request16):
+    model = trained[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = unlearn("l2ul", model, request16, seed=3, device="cpu", **FAST)
+    b = unlearn("l2ul", model, request16, seed=3, device="cpu", **FAST)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert a.info == b.info
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+
+
+def test_bad_settings_are_refused_with_a_clear_error(trained, request16):
+    model = trained[0]
+    with pytest.raises(ValueError, match="bn must be"):
+        unlearn("l2ul", model, request16, device="cpu", bn="eval")
+    with pytest.raises(ValueError, match="objective"):
+        unlearn("l2ul", model, request16, device="cpu", objective="ascend")
+    own = request16.data.y_train[torch.from_numpy(request16.forget_idx)].tolist()
+    with pytest.raises(ValueError, match="own label"):
+        unlearn("l2ul", model, request16, device="cpu", objective="relabel", relabel_to=own)
+    with pytest.raises(ValueError, match="only applies"):
+        unlearn("l2ul", model, request16, device="cpu", relabel_to=1)
+    with pytest.raises(ValueError, match="per_instance"):
+        unlearn("l2ul", model, request16, device="cpu", per_instance=0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Requests and the experiment loops
+
+def test_split_instances_gives_nested_random_subsets_and_disjoint_sequences(small_fashion):
+    base = tasks.instances(small_fashion, np.arange(100, 164))
+    one, eight = tasks.split_instances(base, [1], seed=2)[0], tasks.split_instances(base, [8], seed=2)[0]
+    assert set(one.forget_idx) <= set(eight.forget_idx)
+    seq = tasks.split_instances(base, [16] * 4, seed=2)
+    assert sorted(np.concatenate([s.forget_idx for s in seq])) == list(range(100, 164))
+    assert set(seq[0].forget_idx) == set(tasks.split_instances(base, [16], seed=2)[0].forget_idx)
+    assert all(s.kind == "instances" and len(s.forget_idx) == 16 for s in seq)
+    with pytest.raises(ValueError, match="need 80 samples"):
+        tasks.split_instances(base, [40, 40], seed=0)
+    with pytest.raises(ValueError, match="at least one"):
+        tasks.split_instances(base, [0], seed=0)
+
+
+def _profile():
+    return Profile(name="t", dataset="fashion-mnist", arch="small-cnn", recipe=TINY_RECIPE, seeds=(0,),
+                   train_size=3000, test_size=1000, svc_max_samples=300)
+
+
+def test_run_methods_without_retrain_records_steps_and_success(request16):
+    recs = run_methods(request16, _profile(), {"original": {}, "L2UL": Setting("l2ul", FAST)}, seeds=[0],
+                       device="cpu", progress=False, quick="retain", retrain=False)
+    l2 = next(r for r in recs if r["method"] == "L2UL")
+    assert l2["forget_acc"] == 0.0 and l2["success"] and l2["steps"] > 0 and "retain_acc" in l2
+    with pytest.raises(ValueError, match="retrain=False"):
+        run_methods(request16, _profile(), {"retrain": {}}, seeds=[0], device="cpu", progress=False,
+                    quick=True, retrain=False)
+
+
+def test_continual_unlearning_serves_each_request_from_the_previous_model(small_fashion):
+    base = tasks.instances(small_fashion, np.random.default_rng(1).choice(3000, 24, replace=False))
+    requests = tasks.split_instances(base, [8, 8, 8], seed=0)
+    recs = run_continual(requests, _profile(), {"L2UL": Setting("l2ul", FAST)}, seed=0, device="cpu",
+                         progress=False)
+    assert [r["request"] for r in recs] == [0, 1, 2, 3] and [r["forgotten"] for r in recs] == [0, 8, 16, 24]
+    assert all(r["request_acc"] == 0.0 for r in recs[1:])
+    assert np.isnan(recs[0]["forget_acc"]) and recs[0]["seconds"] == 0.0
