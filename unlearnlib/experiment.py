@@ -41,9 +41,9 @@ def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="a
                              device=device, progress=progress)
     if not retrain:
         return References(original, None)
-    again = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed, role="retrain",
-                          device=device, progress=progress)
-    return References(original, again)
+    retrained = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed, role="retrain",
+                              device=device, progress=progress)
+    return References(original, retrained)
 
 
 @dataclass(frozen=True)
