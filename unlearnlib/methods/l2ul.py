@@ -221,20 +221,20 @@ def _endless_positions(n: int, batch_size: int, generator: torch.Generator) -> I
         yield from order.split(batch_size)
 
 
-def _relabel_targets(model: nn.Module, data, indices, relabel_to, device) -> torch.Tensor:
-    """The label each forget instance is moved to: ``relabel_to`` (one label or one per instance), or by default
-    the original model's runner-up class (the nearest wrong class)."""
-    y = data.y_train[torch.as_tensor(np.asarray(indices), dtype=torch.long)].to(device)
+def _relabel_targets(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, relabel_to,
+                     num_classes: int) -> torch.Tensor:
+    """The label each forget instance (normalised images ``x_f``, labels ``y_f``) is moved to: ``relabel_to`` (one
+    label or one per instance), or by default the original model's runner-up class (the nearest wrong class)."""
     if relabel_to is None:
         with torch.no_grad():
-            logits = model.eval()(data.normalize(data.x_train[torch.as_tensor(np.asarray(indices))].to(device)))
-        return logits.scatter(1, y.view(-1, 1), float("-inf")).argmax(1)
-    t = torch.as_tensor(relabel_to, device=device).long().expand(len(y)).clone()
-    if len(t) != len(y):
-        raise ValueError(f"relabel_to has {len(t)} labels for {len(y)} forget instances")
-    if ((t < 0) | (t >= data.num_classes)).any():
-        raise ValueError(f"relabel_to labels must be in 0..{data.num_classes - 1}")
-    if (t == y).any():
+            logits = model.eval()(x_f)
+        return logits.scatter(1, y_f.view(-1, 1), float("-inf")).argmax(1)
+    t = torch.as_tensor(relabel_to, device=y_f.device).long().expand(len(y_f)).clone()
+    if len(t) != len(y_f):
+        raise ValueError(f"relabel_to has {len(t)} labels for {len(y_f)} forget instances")
+    if ((t < 0) | (t >= num_classes)).any():
+        raise ValueError(f"relabel_to labels must be in 0..{num_classes - 1}")
+    if (t == y_f).any():
         raise ValueError("relabel_to names an instance's own label; choose a different label for every instance")
     return t
 
@@ -271,7 +271,8 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     model = model.to(device)
     y_f = data.y_train[torch.as_tensor(forget, dtype=torch.long)].to(device)
     x_f = data.normalize(data.x_train[torch.as_tensor(forget, dtype=torch.long)].to(device))
-    goal = _relabel_targets(model, data, forget, relabel_to, device) if objective == "relabel" else None
+    goal = _relabel_targets(model, x_f, y_f, relabel_to, data.num_classes) if objective == "relabel" else None
+    pixel = PixelSpace(model, data.mean, data.std)
 
     @torch.no_grad()
     def done() -> bool:
@@ -283,7 +284,7 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
         adv = adversarial_examples(model, data, forget, per_instance=per_instance, eps=eps, step=pgd_step,
                                    iters=pgd_iters, seed=seed, device=device, progress=progress)
         with torch.no_grad():
-            hit_rate = (PixelSpace(model, data.mean, data.std).eval()(adv.x).argmax(1) == adv.targets).float().mean()
+            hit_rate = (pixel.eval()(adv.x).argmax(1) == adv.targets).float().mean()
         hit_rate = float(hit_rate)
     anchor = None
     if importance:
@@ -294,7 +295,6 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     gen = torch.Generator().manual_seed(seed)
     forget_batches = _endless_positions(len(forget), forget_batch_size, gen)
     retain_batches = _endless(data, task.retain_idx, adv_batch_size, seed + 7, device) if retain_oracle else None
-    pixel = PixelSpace(model, data.mean, data.std)
     steps, passes, success = 0, 0, done()
     bar = tqdm(desc="L2UL steps", disable=not progress, leave=False)
     while not success and passes < max_passes:
