@@ -184,3 +184,14 @@ def test_continual_unlearning_serves_each_request_from_the_previous_model(small_
     assert [r["request"] for r in recs] == [0, 1, 2, 3] and [r["forgotten"] for r in recs] == [0, 8, 16, 24]
     assert all(r["request_acc"] == 0.0 for r in recs[1:])
     assert np.isnan(recs[0]["forget_acc"]) and recs[0]["seconds"] == 0.0
+
+
+def test_step_cap_and_trace_see_every_optimizer_step(trained, request16):
+    model = trained[0]
+    full = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS["adv"], **FAST)
+    assert full.info["success"] and full.info["steps"] > 2, full.info
+    seen = []
+    capped = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS["adv"], **FAST,
+                     max_steps=full.info["steps"] - 1, on_step=lambda step, m: seen.append((step, m.training)))
+    assert capped.info["steps"] == full.info["steps"] - 1 and not capped.info["success"]
+    assert [s for s, _ in seen] == list(range(1, full.info["steps"]))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -244,17 +244,20 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
          retain_oracle: bool = False, objective: str = "ascent", relabel_to=None, lr: float = 1e-3,
          momentum: float = 0.9, weight_decay: float = 1e-4, lam: float = 1.0, per_instance: int = 20,
          eps: float = 2.0, pgd_step: float = 0.1, pgd_iters: int = 100, adv_batch_size: int = 256,
-         forget_batch_size: int = 32, max_passes: int = 1000, bn: str = "train",
-         max_grad_norm: float | None = None, progress: bool = False) -> nn.Module:
+         forget_batch_size: int = 32, max_passes: int = 1000, max_steps: int | None = None,
+         bn: str = "train", max_grad_norm: float | None = None,
+         on_step: Callable[[int, nn.Module], None] | None = None, progress: bool = False) -> nn.Module:
     """Train until every forget instance is misclassified (L2UL); see the module docstring for the loss.
 
     ``adversarial`` / ``importance`` switch the two regularisers (both off: the "naive" variant); ``retain_oracle``
     adds CE on batches of the real remaining data (the paper's oracle, which the setting does not allow).
     ``objective="relabel"`` replaces the ascent with descent towards a chosen label (``relabel_to``, default the
     runner-up class) and stops when every instance is predicted as its chosen label. One pass goes over the
-    adversarial examples (or over the forget set without them); training stops after ``max_passes`` passes at the
-    latest. ``max_grad_norm`` clips the gradient norm of every step (the official code does not clip; ascent on an
-    unbounded loss can then run away). The returned model's ``unlearn_info`` holds the steps taken, whether every
+    adversarial examples (or over the forget set without them); training stops after ``max_passes`` passes or
+    ``max_steps`` optimizer steps at the latest (a step cap makes runs with and without adversarial examples cost
+    alike on a CPU). ``max_grad_norm`` clips the gradient norm of every step (the official code does not clip; ascent on an
+    unbounded loss can then run away). ``on_step(step, model)`` is called after every optimizer step, to trace a run
+    (e.g. the test accuracy as it unlearns); it must not train the model. The returned model's ``unlearn_info`` holds the steps taken, whether every
     instance ended misclassified, and the share of adversarial examples the original model assigns to their attack
     label.
     """
@@ -297,7 +300,8 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     retain_batches = _endless(data, task.retain_idx, adv_batch_size, seed + 7, device) if retain_oracle else None
     steps, passes, success = 0, 0, done()
     bar = tqdm(desc="L2UL steps", disable=not progress, leave=False)
-    while not success and passes < max_passes:
+    step_cap = math.inf if max_steps is None else max_steps
+    while not success and passes < max_passes and steps < step_cap:
         passes += 1
         if adv is not None:
             order = torch.randperm(len(adv), generator=gen).to(device)
@@ -326,8 +330,11 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
             opt.step()
             steps += 1
             bar.update()
+            if on_step is not None:
+                with torch.no_grad():
+                    on_step(steps, model)
             success = done()
-            if success:
+            if success or steps >= step_cap:
                 break
     bar.close()
     model.eval()
