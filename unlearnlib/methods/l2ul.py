@@ -255,11 +255,11 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     runner-up class) and stops when every instance is predicted as its chosen label. One pass goes over the
     adversarial examples (or over the forget set without them); training stops after ``max_passes`` passes or
     ``max_steps`` optimizer steps at the latest (a step cap makes runs with and without adversarial examples cost
-    alike on a CPU). ``max_grad_norm`` clips the gradient norm of every step (the official code does not clip; ascent on an
-    unbounded loss can then run away). ``on_step(step, model)`` is called after every optimizer step, to trace a run
-    (e.g. the test accuracy as it unlearns); it must not train the model. The returned model's ``unlearn_info`` holds the steps taken, whether every
-    instance ended misclassified, and the share of adversarial examples the original model assigns to their attack
-    label.
+    alike on a CPU). ``max_grad_norm`` clips the gradient norm of every step (the official code does not clip;
+    ascent on an unbounded loss can then run away). ``on_step(step, model)`` is called after every optimizer step,
+    to trace a run (e.g. the test accuracy as it unlearns); it must not train the model. The returned model's
+    ``unlearn_info`` holds the steps taken, whether every instance ended misclassified, and the share of
+    adversarial examples the original model assigns to their attack label.
     """
     if bn not in BN_MODES:
         raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
