@@ -12,6 +12,22 @@ import torch
 from torch import nn
 
 
+#: negative slope of the Leaky-ReLU variants ("-leaky" architectures). Mixed-Privacy forgetting linearizes the
+#: network, and a ReLU whose input is negative has a zero derivative there, which would freeze the unit in the
+#: linearized model (LQF's argument for Leaky-ReLU); 0.1 is the slope of the spec's toy check and of UCR's code.
+LEAKY_SLOPE = 0.1
+
+
+def leaky(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.ReLU`` in ``model`` (in place, recursively) by ``nn.LeakyReLU(LEAKY_SLOPE)``."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(model, name, nn.LeakyReLU(LEAKY_SLOPE, inplace=child.inplace))
+        else:
+            leaky(child)
+    return model
+
+
 class SmallCNN(nn.Module):
     """A two-layer strided CNN with BatchNorm: about 0.4 M parameters, ~13 s per Fashion-MNIST epoch on 2 cores.
 
@@ -20,15 +36,16 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32,
-                 hidden: int = 128):
+                 hidden: int = 128, leaky: bool = False):
         super().__init__()
         side = (image_size + 3) // 4
+        act = (lambda: nn.LeakyReLU(LEAKY_SLOPE)) if leaky else nn.ReLU
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 5, stride=2, padding=2), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 5, stride=2, padding=2), nn.BatchNorm2d(width), act(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), act(),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(nn.Linear(2 * width * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(nn.Linear(2 * width * side * side, hidden), act(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -69,8 +86,11 @@ def _vit_tiny(num_classes: int, in_channels: int, image_size: int, pretrained: b
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda c, ch, s, pretrained=False: MLP(c, ch, s),
+    "mlp-leaky": lambda c, ch, s, pretrained=False: leaky(MLP(c, ch, s)),
     "small-cnn": lambda c, ch, s, pretrained=False: SmallCNN(c, ch, s),
+    "small-cnn-leaky": lambda c, ch, s, pretrained=False: SmallCNN(c, ch, s, leaky=True),
     "resnet18-cifar": _resnet18_cifar,
+    "resnet18-cifar-leaky": lambda c, ch, s, pretrained=False: leaky(_resnet18_cifar(c, ch, s, pretrained)),
     "vit-tiny": _vit_tiny,
 }
 
