@@ -229,3 +229,78 @@ def _warm_up(model, task: ForgetTask, device) -> None:
     work = copy.deepcopy(model).train()
     x, y = next(batches(task.data, task.forget_idx, 128, device=device))
     F.cross_entropy(work(x), y).backward()
+
+
+#: the regularity each corruption stands for (REM's second axis)
+REGULARITY = {"trigger": "high", "label_swap": "medium", "random_label": "low"}
+
+
+def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
+                       corruptions: Sequence[str], rates: Sequence[float], seeds: Sequence[int], n_corrupt: int,
+                       corruption_kw: Mapping[str, Mapping] | None = None, forget_sets: str | None = None,
+                       progress_file: str | None = None, device="auto", progress: bool = True) -> list[dict]:
+    """REM's task space: for every corruption (regularity), seed and discovery rate, corrupt ``n_corrupt`` training
+    samples of ``data``, train the original on the corrupted set (cached; one per corruption and seed, since the
+    corrupted set does not depend on the rate), and run every method on the discovered part D_f, scoring it with
+    :func:`~unlearnlib.metrics.corruption_metrics`.
+
+    ``"original"`` is the untouched model and ``"retrain"`` a fresh model trained on everything not known to be
+    corrupted (hidden corrupted samples included), through the checkpoint cache, its time that of training it.
+    ``forget_sets`` (a folder) pins each task to a saved ``.npz`` (:func:`~unlearnlib.tasks.fixed`).
+    ``progress_file`` (JSON, rewritten atomically after every run) makes an interrupted grid resume where it
+    stopped: runs already in the file are not repeated.
+    """
+    from pathlib import Path
+
+    from . import _io
+    from .metrics import corruption_metrics
+    from .tasks import corrupted, fixed
+
+    corruption_kw = corruption_kw or {}
+    unknown = sorted(set(corruptions) - set(REGULARITY))
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; choose from {', '.join(REGULARITY)}")
+    done: list[dict] = []
+    if progress_file is not None and Path(progress_file).exists():
+        try:
+            done = json.loads(Path(progress_file).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the progress file {progress_file} is not valid JSON ({e}); delete it to start the "
+                             f"grid afresh") from e
+    key = lambda r: (r["corruption"], r["discovery_rate"], r["seed"], r["method"])  # noqa: E731
+    seen = {key(r) for r in done}
+    records = list(done)
+    recipe = profile.recipe_for(data.name)
+    cells = [(c, s, r) for c in corruptions for s in seeds for r in rates]
+    for corruption, seed, rate in tqdm(cells, desc="discovery grid", disable=not progress):
+        task = corrupted(data, corruption, n_corrupt=n_corrupt, discovery_rate=rate, seed=seed,
+                         **corruption_kw.get(corruption, {}))
+        if forget_sets is not None:
+            task = fixed(task, Path(forget_sets) / f"{corruption}-rate{rate:g}-seed{seed}.npz")
+        original = train_or_load(task.data, np.arange(len(task.data.y_train)), profile.arch, recipe, seed=seed,
+                                 role=f"original ({corruption})", device=device, progress=progress)
+        for label, spec in methods.items():
+            if (corruption, rate, seed, label) in seen:
+                continue
+            setting = _resolve(label, spec)
+            info: dict = {}
+            if setting.method == "original":
+                model, seconds = original.model, 0.0
+            elif setting.method == "retrain":
+                trained = train_or_load(task.data, task.retain_idx, profile.arch, recipe, seed=seed,
+                                        role=f"retrain ({corruption}, {rate:g})", device=device, progress=progress)
+                model, seconds = trained.model, trained.train_seconds
+            else:
+                result = unlearn(setting.method, original.model, task, seed=seed, device=device, **setting.hparams)
+                model, seconds = result.model, result.seconds
+                info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}
+            records.append({"task": f"corrupted: {corruption}", "corruption": corruption,
+                            "regularity": REGULARITY[corruption], "discovery_rate": rate, "seed": seed,
+                            "method": label, "algorithm": setting.method, "n_forget": int(len(task.forget_idx)),
+                            **corruption_metrics(model, task, device=device), "seconds": seconds,
+                            "original_train_seconds": original.train_seconds, **info,
+                            "hparams": json.dumps(dict(setting.hparams), default=str)})
+            if progress_file is not None:
+                _io.atomic_write_json(progress_file, records)
+    wanted = {(c, r, s, m) for c in corruptions for r in rates for s in seeds for m in methods}
+    return [r for r in records if key(r) in wanted]

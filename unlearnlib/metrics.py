@@ -18,6 +18,20 @@ against the retrain model's value, never against 0 or 1:
     Departure: the original uses the first ``len(test)`` retain samples; we draw at most ``svc_max_samples`` (seeded)
     from each side so that one evaluation costs seconds on a CPU.
 
+Corrupted data (REM, Schoepf et al. 2025), see :func:`corruption_metrics`:
+
+``healed``
+    Accuracy on *every* corrupted training sample (the discovered D_f and the hidden rest), scored against its
+    clean label, with the images as they were trained on (triggers included). Computed in index order on an
+    unshuffled pass (the official code indexes a shuffled loader here, which scores random images instead).
+``utility``
+    Clean test accuracy; for an interclass label swap, on the classes that were not swapped.
+``utility_x_healed``
+    Their product per run, REM's single score (the paper reports its mean +- SEM).
+``healed_test``
+    The corruption's test-time counterpart: triggered test images (true labels, target class excluded) for a
+    trigger, the two swapped classes of the test set for a label swap; NaN for random labels, which have none.
+
 ``activation_distance`` (SSD's ``actv_dist``): mean over D_f of the L2 distance between the softmax outputs of the
 model and of the retrain model; 0 means identical predictions on the forget set.
 """
@@ -44,6 +58,10 @@ METRIC_INFO: dict[str, str] = {
     "mia_loss_lr": "starting-kit loss MIA: CV accuracy of telling D_f from test (~retrain, ideally ~0.5)",
     "mia_efficacy_svc": "SalUn's MIA-Efficacy: fraction of D_f judged non-member (~retrain is good)",
     "activation_distance": "mean L2 distance of softmax outputs to the retrain model on D_f (low is good)",
+    "healed": "accuracy on all corrupted training samples against their clean labels (high is good)",
+    "utility": "clean test accuracy (label swap: on the unswapped classes) (high is good)",
+    "utility_x_healed": "utility x healed, REM's score (high is good)",
+    "healed_test": "trigger: triggered test accuracy; label swap: test accuracy on the swapped classes",
     "seconds": "wall-clock seconds of the unlearning call (retrain: of training from scratch)",
     "retrain_gap": "|forget_acc - retrain's| + |test_acc - retrain's|: distance to the retrain model (0 is best)",
 }
@@ -209,3 +227,32 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     if retain:
         record["retain_acc"] = accuracy_from_logits(out.retain, d.y_train[torch.from_numpy(task.retain_idx)])
     return record
+
+
+def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
+    """REM's metrics for a corrupted task (``healed``, ``utility``, ``utility_x_healed``, ``healed_test``; see the
+    module docstring), plus ``forget_acc`` (on D_f with the labels as given, i.e. corrupted) and ``test_acc`` (the
+    whole clean test set), the fields every chapter's records share."""
+    from .tasks import triggered_test
+
+    if task.kind != "corrupted":
+        raise ValueError(f"corruption_metrics needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
+    d, c = task.data, task.corruption
+    corrupt = np.asarray(c["corrupt_idx"])  # sorted; clean_labels follow the same order
+    healed = accuracy_from_logits(predict_logits(model, d, corrupt, split="train", device=device),
+                                  torch.as_tensor(c["clean_labels"]))
+    test_logits = predict_logits(model, d, None, split="test", device=device)
+    correct = (test_logits.argmax(1) == d.y_test).numpy()
+    if c["kind"] == "label_swap":
+        swapped = np.isin(d.y_test.numpy(), task.params["swap_classes"])
+        utility, healed_test = float(correct[~swapped].mean()), float(correct[swapped].mean())
+    elif c["kind"] == "trigger":
+        x, y = triggered_test(task)
+        stamped = predict_logits(model, d.with_train(x, y), None, split="train", device=device)  # (x, y) as a split
+        utility, healed_test = float(correct.mean()), accuracy_from_logits(stamped, y)
+    else:
+        utility, healed_test = float(correct.mean()), float("nan")
+    forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
+    return {"healed": healed, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
+            "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
+            "test_acc": float(correct.mean())}

@@ -63,6 +63,187 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Extra capacity (REM, Schoepf et al. 2025): "Capacity 0.5" models
+
+class ExampleTiedMask(nn.Module):
+    """Gate the extra channels of one layer: REM's "Capacity 0.5" (after Example-Tied Dropout, Maini et al. 2023).
+
+    Channels ``[0, keep)`` are the generalisation part theta_o1 and always pass. Channels ``[keep, C)`` are the extra
+    capacity theta_o2. Without mask ids ("drop" mode: pretraining, test time, every baseline) they are zeroed, with
+    no rescaling, so a model trained this way never uses them and their weights stay at their initialisation. With
+    mask ids, each example multiplies the extra channels by its own row of ``table`` (one Bernoulli(p_mem) draw per
+    channel, broadcast over height and width). ``table`` is drawn by :meth:`CapacityModel.draw_masks`.
+    """
+
+    def __init__(self, channels: int, capacity: float = 0.5):
+        super().__init__()
+        extra = int(round(channels * capacity))
+        if not 0 < extra < channels:
+            raise ValueError(f"capacity {capacity} leaves no channel on one side of {channels}")
+        self.channels, self.keep = channels, channels - extra
+        self.register_buffer("drop_gate", (torch.arange(channels) < self.keep).float(), persistent=False)
+        self.table: torch.Tensor | None = None  # bool (n_ids, extra); not in the state dict: redrawn from its seed
+
+    def forward(self, x: torch.Tensor, mask_ids: torch.Tensor | None = None) -> torch.Tensor:
+        shape = (1, self.channels) + (1,) * (x.dim() - 2)
+        if mask_ids is None:
+            return x * self.drop_gate.view(shape)
+        if self.table is None:
+            raise RuntimeError("no example-tied masks drawn yet: call model.draw_masks(n_ids, p_mem, seed) first")
+        extra = self.table.to(x.device)[mask_ids.to(x.device)].to(x.dtype)
+        gate = torch.cat([torch.ones(len(extra), self.keep, device=x.device, dtype=x.dtype), extra], 1)
+        return x * gate.view((len(extra), self.channels) + (1,) * (x.dim() - 2))
+
+
+class CapacityModel(nn.Module):
+    """A classifier whose masked layers carry unused extra channels (theta_o2) next to the trained ones (theta_o1).
+
+    ``model(x)`` runs in "drop" mode (theta_o1 only). ``model(x, mask_ids)`` gates the extra channels with each
+    example's mask. Subclasses list their masks in ``self.masks`` and say which parameter entries are theta_o2 in
+    :meth:`extra_capacity`.
+    """
+
+    masks: nn.ModuleList
+
+    def draw_masks(self, n_ids: int, p_mem: float = 0.2, seed: int = 0) -> None:
+        """Draw a fresh per-channel Bernoulli(``p_mem``) mask for mask ids ``0 .. n_ids-1`` in every masked layer.
+
+        A dedicated ``torch.Generator`` seeded by ``seed`` draws them (the global RNG is never touched), so the masks
+        are reproducible from the seed. Shape (n_ids, extra channels) per layer: masks are per channel, as in ETD,
+        so the table costs n_ids x channels bits rather than the official per-pixel cache."""
+        if not 0 <= p_mem <= 1:
+            raise ValueError(f"p_mem must be in [0, 1], got {p_mem}")
+        gen = torch.Generator().manual_seed(int(seed))
+        for mask in self.masks:
+            mask.table = torch.rand(n_ids, mask.channels - mask.keep, generator=gen) < p_mem
+
+    def extra_capacity(self) -> dict[str, torch.Tensor]:
+        """For every parameter holding theta_o2 entries: a bool tensor of its shape, True on theta_o2."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def discard_capacity(self) -> "CapacityModel":
+        """Zero theta_o2 in place (every weight into and out of the extra channels) and forget the masks: the extra
+        capacity is gone, not only switched off. theta_o1 is untouched and the drop-mode outputs do not change."""
+        params = dict(self.named_parameters())
+        for name, where in self.extra_capacity().items():
+            params[name][where] = 0.0
+        for mask in self.masks:
+            mask.table = None
+        return self
+
+
+def _rows(p: torch.Tensor, start: int) -> torch.Tensor:
+    """Bool mask of ``p``'s shape selecting output rows ``start:`` (dim 0)."""
+    m = torch.zeros_like(p, dtype=torch.bool)
+    m[start:] = True
+    return m
+
+
+def _cols(p: torch.Tensor, start: int, repeat: int = 1) -> torch.Tensor:
+    """Bool mask selecting input columns (dim 1) from channel ``start`` on; ``repeat`` spatial positions per channel
+    (a Linear layer reading a flattened feature map)."""
+    m = torch.zeros_like(p, dtype=torch.bool)
+    m[:, start * repeat:] = True
+    return m
+
+
+class CapacityCNN(CapacityModel):
+    """:class:`SmallCNN` with half of every layer held back as extra capacity (conv1, conv2 and the hidden layer).
+
+    theta_o1 is a CNN half as wide (16-32-64 units); its accuracy on Fashion-MNIST is close to the full small CNN.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28, width: int = 32,
+                 hidden: int = 128, capacity: float = 0.5):
+        super().__init__()
+        self.side = (image_size + 3) // 4
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, width, 5, stride=2, padding=2), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width)
+        self.fc1 = nn.Linear(2 * width * self.side * self.side, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self.masks = nn.ModuleList([ExampleTiedMask(width, capacity), ExampleTiedMask(2 * width, capacity),
+                                    ExampleTiedMask(hidden, capacity)])
+
+    def forward(self, x: torch.Tensor, mask_ids: torch.Tensor | None = None) -> torch.Tensor:
+        m1, m2, m3 = self.masks
+        x = m1(torch.relu(self.bn1(self.conv1(x))), mask_ids)
+        x = m2(torch.relu(self.bn2(self.conv2(x))), mask_ids)
+        x = m3(torch.relu(self.fc1(x.flatten(1))), mask_ids)
+        return self.fc2(x)
+
+    def extra_capacity(self) -> dict[str, torch.Tensor]:
+        k1, k2, k3 = (m.keep for m in self.masks)
+        out = {}
+        for layer, bn, k in ((self.conv1, self.bn1, k1), (self.conv2, self.bn2, k2)):
+            for p in (layer, bn):
+                name = [n for n, mod in self.named_children() if mod is p][0]
+                out[f"{name}.weight"], out[f"{name}.bias"] = _rows(p.weight, k), _rows(p.bias, k)
+        out["conv2.weight"] |= _cols(self.conv2.weight, k1)
+        out["fc1.weight"] = _rows(self.fc1.weight, k3) | _cols(self.fc1.weight, k2, self.side * self.side)
+        out["fc1.bias"] = _rows(self.fc1.bias, k3)
+        out["fc2.weight"] = _cols(self.fc2.weight, k3)
+        return out
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.BatchNorm2d(c_out), nn.CELU(0.075))
+
+
+class CapacityResNet9(CapacityModel):
+    """REM's ResNet-9 (Conv-BN-CELU(0.075), 64-128-res128-256-res256-128, adaptive max-pool, bias-free linear) with
+    half of the channels after conv1, conv2, res1, conv3, res2 and conv4 held back. As in the official model there
+    are four masks: res1 reuses conv2's mask and res2 reuses conv3's."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32, capacity: float = 0.5):
+        super().__init__()
+        self.conv1 = _conv_bn(in_channels, 64)
+        self.conv2 = _conv_bn(64, 128, 5, 2, 2)
+        self.res1 = nn.Sequential(_conv_bn(128, 128), _conv_bn(128, 128))
+        self.conv3 = nn.Sequential(_conv_bn(128, 256), nn.MaxPool2d(2))
+        self.res2 = nn.Sequential(_conv_bn(256, 256), _conv_bn(256, 256))
+        self.conv4 = _conv_bn(256, 128, 3, 1, 0)
+        self.fc = nn.Linear(128, num_classes, bias=False)
+        self.masks = nn.ModuleList([ExampleTiedMask(c, capacity) for c in (64, 128, 256, 128)])
+
+    def forward(self, x: torch.Tensor, mask_ids: torch.Tensor | None = None) -> torch.Tensor:
+        m1, m2, m3, m4 = self.masks
+        x = m1(self.conv1(x), mask_ids)
+        x = m2(self.conv2(x), mask_ids)
+        x = m2(x + self.res1(x), mask_ids)
+        x = m3(self.conv3(x), mask_ids)
+        x = m3(x + self.res2(x), mask_ids)
+        x = m4(self.conv4(x), mask_ids)
+        return self.fc(torch.amax(x, dim=(2, 3)))
+
+    def extra_capacity(self) -> dict[str, torch.Tensor]:
+        k1, k2, k3, k4 = (m.keep for m in self.masks)
+        out: dict[str, torch.Tensor] = {}
+
+        def block(prefix: str, seq: nn.Sequential, k_in: int | None, k_out: int | None) -> None:
+            conv, bn = seq[0], seq[1]
+            w = torch.zeros_like(conv.weight, dtype=torch.bool)
+            if k_in is not None:
+                w |= _cols(conv.weight, k_in)
+            if k_out is not None:
+                w |= _rows(conv.weight, k_out)
+                out[f"{prefix}.0.bias"] = _rows(conv.bias, k_out)
+                out[f"{prefix}.1.weight"], out[f"{prefix}.1.bias"] = _rows(bn.weight, k_out), _rows(bn.bias, k_out)
+            out[f"{prefix}.0.weight"] = w
+
+        block("conv1", self.conv1, None, k1)
+        block("conv2", self.conv2, k1, k2)
+        block("res1.0", self.res1[0], k2, None)
+        block("res1.1", self.res1[1], None, k2)
+        block("conv3.0", self.conv3[0], k2, k3)
+        block("res2.0", self.res2[0], k3, None)
+        block("res2.1", self.res2[1], None, k3)
+        block("conv4", self.conv4, k3, k4)
+        out["fc.weight"] = _cols(self.fc.weight, k4)
+        return out
+
+
 def _resnet18_cifar(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False) -> nn.Module:
     """timm's ResNet-18 with the CIFAR stem (3x3 stride-1 first convolution, no max-pool), as in the SSD code."""
     import timm
@@ -92,6 +273,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18-cifar": _resnet18_cifar,
     "resnet18-cifar-leaky": lambda c, ch, s, pretrained=False: leaky(_resnet18_cifar(c, ch, s, pretrained)),
     "vit-tiny": _vit_tiny,
+    "small-cnn-capacity": lambda c, ch, s, pretrained=False: CapacityCNN(c, ch, s),
+    "resnet9-capacity": lambda c, ch, s, pretrained=False: CapacityResNet9(c, ch, s),
 }
 
 

@@ -8,9 +8,14 @@
 - ``neggrad_plus``: descend on D_r and ascend on D_f together (Kurmanji et al. 2023, "NegGrad+").
 - ``random_labels``: train on D_r together with D_f relabelled at random (Golatkar et al. 2020; Graves et al. 2021,
   "amnesiac"; the "RL" baseline of SalUn).
+- ``npo``: Negative Preference Optimization on D_f alone (Zhang et al. 2024): gradient ascent made bounded by a
+  frozen reference model; no retain data.
+- ``scrub``: SCRUB (Kurmanji et al. 2023): a student that moves away from the original (teacher) on D_f and stays
+  close to it, and to the labels, on D_r.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -105,3 +110,72 @@ def random_labels(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, schedule="cosine")
     return train_model(model, task.data, both, recipe, seed=seed, device=device, desc="random labels",
                        labels=labels)
+
+
+def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Per-sample NPO loss ``-(2/beta) log sigmoid(beta (CE - CE_ref))``: minimising it raises the model's loss on
+    these samples above the frozen reference's, and it flattens out once it is well above (unlike gradient ascent,
+    whose loss is unbounded)."""
+    gap = F.cross_entropy(logits, labels, reduction="none") - F.cross_entropy(ref_logits, labels, reduction="none")
+    return -(2.0 / beta) * F.logsigmoid(beta * gap)
+
+
+@register("npo", paper="Zhang et al. 2024, Negative Preference Optimization")
+def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 100, lr: float = 0.005,
+        beta: float = 1.0, stop_acc: float = 0.2, batch_size: int = 512, weight_decay: float = 5e-4) -> nn.Module:
+    """NPO on D_f with the original as the frozen reference (SGD, momentum 0.9), stopping as soon as the accuracy
+    on D_f is at most ``stop_acc``: REM's "flush" step alone, with its defaults (gamma 0.2, at most 100 epochs)."""
+    set_seed(seed)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    epochs_run = 0
+    while epochs_run < epochs and _accuracy_on(model, task.data, task.forget_idx, device) > stop_acc:
+        model.train()
+        for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epochs_run,
+                            device=device):
+            with torch.no_grad():
+                ref_logits = ref(x)
+            opt.zero_grad(set_to_none=True)
+            npo_loss(model(x), ref_logits, y, beta).mean().backward()
+            opt.step()
+        epochs_run += 1
+    model.unlearn_info = {"epochs": epochs_run}
+    return model
+
+
+def _accuracy_on(model: nn.Module, data, indices, device) -> float:
+    from ..training import accuracy
+
+    return accuracy(model, data, indices, split="train", device=device)
+
+
+@register("scrub", paper="Kurmanji et al. 2023 (NeurIPS), SCRUB")
+def scrub(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 3, max_epochs: int = 2,
+          lr: float = 0.005, alpha: float = 0.01, temperature: float = 4.0, batch_size: int = 128,
+          weight_decay: float = 5e-4) -> nn.Module:
+    """SCRUB: for ``epochs`` rounds, a "max" pass over D_f that pushes the student's softened outputs away from the
+    teacher's (the first ``max_epochs`` rounds only), then a "min" pass over D_r on CE + ``alpha`` x KL to the
+    teacher. KL at ``temperature`` (4 in the paper's code), SGD with momentum 0.9."""
+    if max_epochs > epochs:
+        raise ValueError(f"max_epochs ({max_epochs}) cannot exceed epochs ({epochs})")
+    set_seed(seed)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+    def kl(student_logits, x):
+        with torch.no_grad():
+            t = F.softmax(teacher(x) / temperature, 1)
+        return F.kl_div(F.log_softmax(student_logits / temperature, 1), t, reduction="batchmean")
+
+    model.train()
+    for epoch in range(epochs):
+        parts = ([("max", task.forget_idx)] if epoch < max_epochs else []) + [("min", task.retain_idx)]
+        for kind, idx in parts:
+            for x, y in batches(task.data, idx, batch_size, shuffle=True, seed=seed * 1000 + 2 * epoch,
+                                device=device):
+                opt.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = -kl(logits, x) if kind == "max" else F.cross_entropy(logits, y) + alpha * kl(logits, x)
+                loss.backward()
+                opt.step()
+    return model

@@ -1,0 +1,169 @@
+"""REM (Schoepf et al. 2025): the capacity model, the corrupted-data metrics, the method on real data, and the
+discovery grid."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnlib import tasks
+from unlearnlib.experiment import run_discovery_grid
+from unlearnlib.methods import unlearn
+from unlearnlib.metrics import corruption_metrics
+from unlearnlib.models import build_model, model_for
+from unlearnlib.profiles import get_profile
+from unlearnlib.training import Recipe, predict_logits, train_model, train_or_load
+
+from conftest import TINY_RECIPE
+
+
+@pytest.fixture(scope="module")
+def trigger_task(small_fashion):
+    return tasks.corrupted(small_fashion, "trigger", n_corrupt=150, discovery_rate=0.5, target_class=0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def backdoored(trigger_task):
+    """A Capacity-0.5 small CNN trained on the triggered data: it has learned the backdoor."""
+    recipe = TINY_RECIPE.replace(epochs=4)
+    return train_or_load(trigger_task.data, np.arange(len(trigger_task.data.y_train)), "small-cnn-capacity", recipe,
+                         seed=0, role="original", device="cpu", progress=False).model
+
+
+@pytest.mark.parametrize("arch,shape", [("small-cnn-capacity", (1, 28)), ("resnet9-capacity", (3, 32))])
+def test_discarding_the_extra_capacity_changes_no_original_weight_and_no_output(arch, shape):
+    model = build_model(arch, 10, shape[0], shape[1], seed=0).eval()
+    x = torch.randn(6, shape[0], shape[1], shape[1])
+    extra = model.extra_capacity()
+    params = dict(model.named_parameters())
+    with torch.no_grad():  # make theta_o2 loud, so that a leak into the drop-mode output would show
+        for name, where in extra.items():
+            params[name][where] = torch.randn(int(where.sum())) * 10
+    before = {n: p.detach().clone() for n, p in params.items()}
+    out_before = model(x)
+    model.discard_capacity()
+    for name, p in model.named_parameters():
+        where = extra.get(name, torch.zeros_like(p, dtype=torch.bool))
+        assert torch.equal(p[~where], before[name][~where]), f"{name}: theta_o1 changed"
+        assert (p[where] == 0).all(), f"{name}: theta_o2 not discarded"
+    assert torch.equal(model(x), out_before)
+    # half of every masked layer is extra capacity
+    assert all(m.channels - m.keep == m.channels // 2 for m in model.masks)
+
+
+def test_pretraining_in_drop_mode_leaves_the_extra_capacity_at_its_initialisation(small_fashion):
+    model = model_for(small_fashion, "small-cnn-capacity", seed=0)
+    extra = model.extra_capacity()
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_model(model, small_fashion, np.arange(500), Recipe(epochs=1, lr=3e-3, optimizer="adam", weight_decay=0.0),
+                device="cpu", progress=False)
+    for name, p in model.named_parameters():
+        if name in extra:
+            assert torch.equal(p[extra[name]], init[name][extra[name]]), name
+    assert any(not torch.equal(p, init[n]) for n, p in model.named_parameters())
+
+
+def test_masks_are_reproducible_from_the_seed_and_leave_the_global_rng_alone():
+    a, b = (build_model("small-cnn-capacity", 10, 1, 28, seed=0) for _ in range(2))
+    rng = torch.get_rng_state()
+    a.draw_masks(100, p_mem=0.2, seed=7)
+    assert torch.equal(torch.get_rng_state(), rng)
+    b.draw_masks(100, p_mem=0.2, seed=7)
+    for ma, mb in zip(a.masks, b.masks):
+        assert torch.equal(ma.table, mb.table)
+        assert ma.table.shape == (100, ma.channels - ma.keep)
+        assert 0.1 < ma.table.float().mean() < 0.3  # Bernoulli(0.2) per channel
+    b.draw_masks(100, p_mem=0.2, seed=8)
+    assert not torch.equal(a.masks[1].table, b.masks[1].table)
+    # a masked forward gates only the extra channels, example by example
+    x = torch.randn(2, 1, 28, 28)
+    a.eval()
+    assert not torch.equal(a(x, torch.tensor([0, 1])), a(x))
+
+
+def test_corruption_metrics_score_every_corrupted_sample_in_index_order(trigger_task, backdoored):
+    m = corruption_metrics(backdoored, trigger_task, device="cpu")
+    c = trigger_task.corruption
+    one_by_one = [predict_logits(backdoored, trigger_task.data, [i], split="train", device="cpu").argmax(1).item()
+                  for i in c["corrupt_idx"]]
+    assert m["healed"] == pytest.approx(np.mean(np.array(one_by_one) == c["clean_labels"]))
+    assert m["utility_x_healed"] == pytest.approx(m["utility"] * m["healed"])
+    # the backdoor was learned: the original is not healed, and triggered test images go to the target class
+    assert m["healed"] < 0.3 and m["healed_test"] < 0.5 and m["forget_acc"] > 0.8
+
+
+def test_label_swap_utility_excludes_the_swapped_classes(small_fashion, backdoored):
+    swap = tasks.corrupted(small_fashion, "label_swap", n_corrupt=40, swap_classes=("T-shirt/top", "Shirt"), seed=0)
+    m = corruption_metrics(backdoored, swap, device="cpu")
+    pred = predict_logits(backdoored, swap.data, None, split="test", device="cpu").argmax(1)
+    keep = ~np.isin(swap.data.y_test.numpy(), [0, 6])
+    assert m["utility"] == pytest.approx((pred == swap.data.y_test).numpy()[keep].mean())
+    assert m["healed_test"] == pytest.approx((pred == swap.data.y_test).numpy()[~keep].mean())
+
+
+def test_discovery_rates_nest_inside_one_fixed_corrupted_set(small_fashion):
+    low = tasks.corrupted(small_fashion, "random_label", n_corrupt=200, discovery_rate=0.1, seed=3)
+    high = tasks.corrupted(small_fashion, "random_label", n_corrupt=200, discovery_rate=0.5, seed=3)
+    assert np.array_equal(low.corruption["corrupt_idx"], high.corruption["corrupt_idx"])
+    assert low.data.fingerprint() == high.data.fingerprint()  # one original model serves every rate
+    assert set(low.forget_idx) < set(high.forget_idx) and len(low.forget_idx) == 20
+    assert np.isin(low.corruption["hidden_idx"], low.retain_idx).all()  # the undiscovered rest hides in D_r
+    assert (low.corruption["corrupt_labels"] != low.corruption["clean_labels"]).all()
+
+
+def test_rem_heals_the_backdoor_and_keeps_utility(trigger_task, backdoored):
+    before = corruption_metrics(backdoored, trigger_task, device="cpu")
+    result = unlearn("rem", backdoored, trigger_task, seed=0, device="cpu", epochs=3, lr=0.02, batch_size=128,
+                     progress=False)
+    after = corruption_metrics(result.model, trigger_task, device="cpu")
+    assert after["healed"] > before["healed"] + 0.4, (before, after)  # hidden half included
+    assert after["utility"] > before["utility"] - 0.15
+    assert after["forget_acc"] <= 0.2 + 1e-9
+    assert result.info["best_round"] >= 1 and result.info["flush_passes"] >= 1
+    assert all((result.model.state_dict()[n][w] == 0).all() for n, w in result.model.extra_capacity().items())
+    # the input model is untouched (the registry hands REM a copy)
+    assert corruption_metrics(backdoored, trigger_task, device="cpu")["healed"] == before["healed"]
+
+
+def test_rem_refuses_a_model_without_extra_capacity(trigger_task, trained):
+    original, _ = trained
+    with pytest.raises(ValueError, match="extra capacity"):
+        unlearn("rem", original, trigger_task, device="cpu")
+
+
+def test_npo_removes_the_discovered_samples_and_stops_at_its_threshold(trigger_task, backdoored):
+    result = unlearn("npo", backdoored, trigger_task, seed=0, device="cpu", lr=0.02)
+    after = corruption_metrics(result.model, trigger_task, device="cpu")
+    assert after["forget_acc"] <= 0.2 and 1 <= result.info["epochs"] < 100
+
+
+def test_scrub_runs_on_the_capacity_model_and_keeps_test_accuracy(trigger_task, backdoored):
+    before = corruption_metrics(backdoored, trigger_task, device="cpu")
+    after = corruption_metrics(unlearn("scrub", backdoored, trigger_task, device="cpu", epochs=1,
+                                       max_epochs=1).model, trigger_task, device="cpu")
+    assert after["utility"] > before["utility"] - 0.1
+    with pytest.raises(ValueError, match="max_epochs"):
+        unlearn("scrub", backdoored, trigger_task, device="cpu", epochs=1, max_epochs=2)
+
+
+def test_discovery_grid_records_every_cell_and_resumes_from_its_progress_file(small_fashion, tmp_path, monkeypatch):
+    profile = get_profile("smoke").replace(arch="small-cnn-capacity", recipe=TINY_RECIPE.replace(epochs=1))
+    data = small_fashion
+    kw = dict(corruptions=["trigger", "random_label"], rates=[0.5, 1.0], seeds=[0], n_corrupt=40,
+              progress_file=str(tmp_path / "grid.json"), forget_sets=str(tmp_path / "sets"), device="cpu",
+              progress=False)
+    records = run_discovery_grid(data, profile, {"original": {}, "npo": {"lr": 0.02}}, **kw)
+    assert len(records) == 2 * 2 * 2
+    assert {r["regularity"] for r in records} == {"high", "low"}
+    assert all(0 <= r["healed"] <= 1 and "seconds" in r and "forget_acc" in r for r in records)
+    assert len(list((tmp_path / "sets").glob("*.npz"))) == 4
+    calls = []
+    import unlearnlib.experiment as experiment
+    monkeypatch.setattr(experiment, "unlearn", lambda *a, **k: calls.append(a) or pytest.fail("re-ran a done cell"))
+    again = run_discovery_grid(data, profile, {"original": {}, "npo": {"lr": 0.02}}, **kw)
+    assert json.dumps(again) == json.dumps(records) and not calls  # (NaN != NaN, so compare the text)
+    (tmp_path / "grid.json").write_text("{broken")
+    with pytest.raises(ValueError, match="grid.json"):
+        run_discovery_grid(data, profile, {"original": {}}, **kw)
