@@ -64,5 +64,5 @@ def test_chapter_installs_the_library_in_colab_and_has_a_parameters_cell(chapter
 def test_committed_chapter_has_no_placeholder_left(chapter):
     nb = nbformat.read(chapter, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for marker in ("DISCUSSION_", "PLACEHOLDER", "RUNTIME_NOTE", "TODO", "TBD", "XXX"):
+    for marker in ("DISCUSSION_", "SOLUTION_", "PLACEHOLDER", "RUNTIME_NOTE", "TODO", "TBD", "XXX"):
         assert marker not in text, f"{chapter.name} still contains the placeholder {marker!r}"
