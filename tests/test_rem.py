@@ -167,3 +167,12 @@ def test_discovery_grid_records_every_cell_and_resumes_from_its_progress_file(sm
     (tmp_path / "grid.json").write_text("{broken")
     with pytest.raises(ValueError, match="grid.json"):
         run_discovery_grid(data, profile, {"original": {}}, **kw)
+
+
+def test_label_swap_changes_labels_only_inside_the_two_classes_and_no_pixel(small_fashion):
+    swap = tasks.corrupted(small_fashion, "label_swap", n_corrupt=60, swap_classes=("T-shirt/top", "Shirt"), seed=1)
+    changed = np.flatnonzero((swap.data.y_train != small_fashion.y_train).numpy())
+    assert np.array_equal(changed, swap.corruption["corrupt_idx"])
+    assert set(small_fashion.y_train[changed].tolist()) == {0, 6}
+    assert set(swap.data.y_train[changed].tolist()) == {0, 6}
+    assert torch.equal(swap.data.x_train, small_fashion.x_train)
