@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import fresh_copy
-from ..training import Recipe, batches, make_optimizer, set_seed, train_model
+from ..training import Recipe, accuracy, batches, make_optimizer, set_seed, train_model
 from . import register
 
 
@@ -129,7 +129,8 @@ def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     epochs_run = 0
-    while epochs_run < epochs and _accuracy_on(model, task.data, task.forget_idx, device) > stop_acc:
+    while epochs_run < epochs and accuracy(model, task.data, task.forget_idx, split="train",
+                                           device=device) > stop_acc:
         model.train()
         for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epochs_run,
                             device=device):
@@ -141,12 +142,6 @@ def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
         epochs_run += 1
     model.unlearn_info = {"epochs": epochs_run}
     return model
-
-
-def _accuracy_on(model: nn.Module, data, indices, device) -> float:
-    from ..training import accuracy
-
-    return accuracy(model, data, indices, split="train", device=device)
 
 
 @register("scrub", paper="Kurmanji et al. 2023 (NeurIPS), SCRUB")
