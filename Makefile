@@ -2,6 +2,7 @@
 #   make book                         render the book from the committed, executed chapters -> _build/html
 #   make test                         unit tests + every chapter on the smoke profile + book build with -W
 #   make reproduce PROFILE=cpu [CHAPTER=foundations]   re-execute chapters in place on a profile
+#   make student                      copies of the chapters without solutions -> _student/
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,10 @@ PROFILE ?= cpu
 CHAPTER ?=
 DEVICE ?= auto
 
-.PHONY: book test reproduce clean help
+.PHONY: book test reproduce student clean help
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,5 +36,8 @@ test: $(VENV)/.test-installed
 reproduce: $(VENV)/.test-installed
 	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER))
 
+student: $(VENV)/.book-installed
+	$(PY) -m unlearnlib.book student --output _student
+
 clean:
-	rm -rf _build
+	rm -rf _build _student

@@ -2,6 +2,7 @@
 
     python -m unlearnlib.book reproduce --profile cpu [--chapter foundations]   # what `make reproduce` calls
     python -m unlearnlib.book list
+    python -m unlearnlib.book student [--output _student]                        # what `make student` calls
 
 Reproducing writes the executed notebook back in place (outputs and the injected parameters cell), and the chapter
 itself writes ``results/<chapter>/<profile>.json``.
@@ -61,6 +62,64 @@ def execute_chapter(path: Path, output: Path, *, profile: str, device: str = "au
     return output
 
 
+SOLUTION_START, SOLUTION_END = "{solution-start}", "{solution-end}"
+
+
+def student_copy(nb):
+    """A copy of notebook ``nb`` for students: every solution block removed (from the line that opens
+    ``{solution-start}`` to the fence that closes ``{solution-end}``, with every cell in between; a block may start
+    or end in the middle of a cell that also holds an exercise) and every output cleared, so the exercises stay and
+    nothing gives their answers away. An unbalanced block is an error, not a silent leak."""
+    import copy
+
+    out, kept = copy.deepcopy(nb), []
+    state, opened_at = "outside", None  # "outside", "inside", or "closing" (after solution-end, before its fence)
+    for i, cell in enumerate(out.cells):
+        if cell.cell_type == "code":
+            if state == "outside":
+                cell.outputs, cell.execution_count = [], None
+                kept.append(cell)
+            continue
+        lines = []
+        for line in cell.source.splitlines():
+            if line.startswith("```" + SOLUTION_START):
+                if state != "outside":
+                    raise ValueError(f"cell {i} opens a solution while the one opened in cell {opened_at} is open")
+                state, opened_at = "inside", i
+            elif line.startswith("```" + SOLUTION_END):
+                if state != "inside":
+                    raise ValueError(f"cell {i} closes a solution that was never opened")
+                state = "closing"
+            elif state == "closing" and line.strip() == "```":
+                state = "outside"
+            elif state == "outside":
+                lines.append(line)
+        if state == "closing":
+            raise ValueError(f"cell {i}: the {SOLUTION_END!r} fence is not closed in the same cell")
+        if "\n".join(lines).strip():
+            cell.source = "\n".join(lines)
+            kept.append(cell)
+    if state != "outside":
+        raise ValueError(f"the solution opened in cell {opened_at} is never closed ({SOLUTION_END!r} missing)")
+    out.cells = kept
+    return out
+
+
+def write_student_copies(output: Path, chapters: list[Path] | None = None) -> list[Path]:
+    """Write :func:`student_copy` of every chapter (default: those in ``_toc.yml``) to ``output/<name>.ipynb``."""
+    import nbformat
+
+    from . import _io
+
+    written = []
+    for chapter in chapters if chapters is not None else toc_chapters():
+        student = student_copy(nbformat.read(chapter, as_version=4))
+        target = Path(output) / chapter.name
+        _io.atomic_write(target, lambda f: nbformat.write(student, f), mode="w")
+        written.append(target)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unlearnlib.book")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,8 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--profile", required=True, choices=["cpu", "paper", "smoke"])
     rep.add_argument("--chapter", help="chapter name, e.g. foundations (default: all)")
     rep.add_argument("--device", default="auto")
+    stu = sub.add_parser("student", help="write the chapters with their solutions removed (for coursework)")
+    stu.add_argument("--output", default=str(REPO_ROOT / "_student"))
     args = parser.parse_args(argv)
     chapters = toc_chapters()
+    if args.command == "student":
+        for path in write_student_copies(Path(args.output), chapters):
+            print(path)
+        return 0
     if args.command == "list":
         print("\n".join(str(c.relative_to(REPO_ROOT)) for c in chapters))
         return 0
