@@ -176,10 +176,9 @@ class CapacityCNN(CapacityModel):
     def extra_capacity(self) -> dict[str, torch.Tensor]:
         k1, k2, k3 = (m.keep for m in self.masks)
         out = {}
-        for layer, bn, k in ((self.conv1, self.bn1, k1), (self.conv2, self.bn2, k2)):
-            for p in (layer, bn):
-                name = [n for n, mod in self.named_children() if mod is p][0]
-                out[f"{name}.weight"], out[f"{name}.bias"] = _rows(p.weight, k), _rows(p.bias, k)
+        for name, k in (("conv1", k1), ("bn1", k1), ("conv2", k2), ("bn2", k2)):
+            layer = getattr(self, name)
+            out[f"{name}.weight"], out[f"{name}.bias"] = _rows(layer.weight, k), _rows(layer.bias, k)
         out["conv2.weight"] |= _cols(self.conv2.weight, k1)
         out["fc1.weight"] = _rows(self.fc1.weight, k3) | _cols(self.fc1.weight, k2, self.side * self.side)
         out["fc1.bias"] = _rows(self.fc1.bias, k3)
