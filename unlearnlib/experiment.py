@@ -235,6 +235,31 @@ def _warm_up(model, task: ForgetTask, device) -> None:
 REGULARITY = {"trigger": "high", "label_swap": "medium", "random_label": "low"}
 
 
+def corruption_benchmark(profile: Profile) -> dict:
+    """REM's corrupted-data benchmark on ``profile``: dataset and subset sizes, the capacity model and its recipe,
+    how many training samples are corrupted, the discovery rates, the swapped classes and the unlearning
+    hyperparameters (the values of the REM chapter, so that the comparison shares its cached original models).
+
+    ``paper`` is the official ResNet-9 setting: SGD 0.025, batch 512, 4,000 iterations (~41 epochs), crop + flip."""
+    from .training import Recipe
+
+    if profile.name == "paper":
+        return dict(dataset="cifar10", train_size=None, test_size=None, arch="resnet9-capacity",
+                    recipe=Recipe(epochs=41, batch_size=512, lr=0.025, momentum=0.9, weight_decay=5e-4,
+                                  schedule="onecycle", augment=True),
+                    n_corrupt=1000, rates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], swap=("cat", "dog"),
+                    lr=0.005, batch_size=512, rem_epochs=10, scrub_epochs=3)
+    if profile.name == "cpu":
+        return dict(dataset="fashion-mnist", train_size=10_000, test_size=5_000, arch="small-cnn-capacity",
+                    recipe=profile.recipe, n_corrupt=200, rates=[0.1, 0.25, 0.5, 1.0],
+                    swap=("T-shirt/top", "Shirt"), lr=0.02, batch_size=128, rem_epochs=4, scrub_epochs=3)
+    if profile.name == "smoke":
+        return dict(dataset="fashion-mnist", train_size=3000, test_size=1000, arch="small-cnn-capacity",
+                    recipe=profile.recipe, n_corrupt=60, rates=[0.5, 1.0], swap=("T-shirt/top", "Shirt"),
+                    lr=0.02, batch_size=128, rem_epochs=1, scrub_epochs=1)
+    raise ValueError(f"no corrupted-data benchmark for profile {profile.name!r}; use smoke, cpu or paper")
+
+
 def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
                        corruptions: Sequence[str], rates: Sequence[float], seeds: Sequence[int], n_corrupt: int,
                        corruption_kw: Mapping[str, Mapping] | None = None, forget_sets: str | None = None,

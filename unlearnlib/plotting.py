@@ -111,3 +111,31 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title or value, fontsize=9)
     return ax
+
+
+def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: str = "", ylabel: str | None = None,
+                 palette: dict | None = None):
+    """One task's methods as points of mean time (log scale) against a cost (lower is better), with the Pareto
+    front (:func:`unlearnlib.comparison.pareto_front`) drawn as a step line and its methods named in bold.
+
+    ``points`` is indexed by method with columns ``time`` and ``cost``; points at zero time (no unlearning) are
+    left out, since they cannot sit on a log axis."""
+    import matplotlib.pyplot as plt
+
+    from .comparison import pareto_front
+
+    points = points[points[time] > 0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.5))
+    palette = palette or method_palette(list(points.index))
+    front = points.iloc[pareto_front(points[time].to_numpy(), points[cost].to_numpy())]
+    ax.step(front[time], front[cost], where="post", color="0.6", lw=1, zorder=1)
+    for method, row in points.iterrows():
+        on_front = method in front.index
+        ax.scatter(row[time], row[cost], s=60 if on_front else 35, color=palette.get(method, "0.3"), zorder=2,
+                   edgecolor="black" if on_front else "none")
+        ax.annotate(method, (row[time], row[cost]), fontsize=7, xytext=(4, 3), textcoords="offset points",
+                    fontweight="bold" if on_front else "normal")
+    ax.set_xscale("log")
+    ax.set(xlabel="unlearning time (s, log scale)", ylabel=ylabel or cost, title=title)
+    return ax

@@ -71,10 +71,15 @@ def load_results(chapter: str | None = None, profile: str | None = None, *, root
     root = Path(root) if root is not None else results_root()
     rows = []
     for path in sorted(root.glob(f"{chapter or '*'}/{profile or '*'}.json")):
-        payload = json.loads(path.read_text())
+        try:
+            payload = json.loads(path.read_text())
+            records, chapter_name, profile_name = payload["records"], payload["chapter"], payload["profile"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"the results file {path} is damaged ({type(e).__name__}: {e}); restore it from git "
+                             f"(git checkout -- {path.name}) or re-run its chapter") from e
         env = payload.get("environment", {})
-        for rec in payload["records"]:
-            rows.append({"chapter": payload["chapter"], "profile": payload["profile"],
+        for rec in records:
+            rows.append({"chapter": chapter_name, "profile": profile_name,
                          "device": env.get("hardware", {}).get("gpu", "cpu"), "commit": env.get("commit"), **rec})
     if not rows:
         raise FileNotFoundError(f"no results under {root} for chapter={chapter!r}, profile={profile!r}; run the "

@@ -1,0 +1,150 @@
+"""The comparison's bookkeeping: read what other chapters measured, run only what is missing, resume after an
+interruption, and compute gaps to the retrain model paired by seed."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unlearnlib.comparison import Cell, Source, cached_json, coverage, format_leaderboard, gather, leaderboard, pareto_front
+from unlearnlib.experiment import Setting
+from unlearnlib.results import save_results
+
+REQUIRED = {"class": ["forget_acc", "test_acc", "mia"]}
+
+
+def _chapter_records():
+    """What a (fake) foundations chapter stored: retrain on seeds 0 and 1; finetune without the MIA column."""
+    recs = [{"task": "full class (X)", "method": "retrain", "seed": s, "forget_acc": 0.0, "test_acc": 0.9,
+             "mia": 0.5, "seconds": 100.0} for s in (0, 1)]
+    recs += [{"task": "full class (X)", "method": "finetune", "seed": s, "forget_acc": 0.2, "test_acc": 0.88,
+              "seconds": 10.0} for s in (0, 1)]
+    return recs
+
+
+class CountingRunner:
+    """Stands in for run_methods: returns fixed metrics and remembers what it was asked to run."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls: list[tuple[int, tuple[str, ...]]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, settings, seed):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append((seed, tuple(settings)))
+        return [{"method": label, "forget_acc": 0.1 * (seed + 1), "test_acc": 0.85, "mia": 0.55, "seconds": 2.0}
+                for label in settings]
+
+
+def _plan():
+    src = lambda m: Source("foundations", "full class (X)", m)  # noqa: E731
+    return {"class": {"retrain": Cell(Setting("retrain"), src("retrain")),
+                      "finetune": Cell(Setting("finetune"), src("finetune")),
+                      "npo": Cell(Setting("npo", {"lr": 0.01})),
+                      "l2ul": Cell(why_not="too costly for a whole class")}}
+
+
+def test_gather_reads_complete_sources_runs_the_rest_and_resumes(tmp_path):
+    save_results("foundations", "cpu", _chapter_records(), root=tmp_path)
+    runner = CountingRunner()
+    df = gather(_plan(), {"class": runner}, seeds=[0, 1], profile="cpu", required=REQUIRED, root=tmp_path,
+                progress=False)
+    # retrain comes from the chapter; finetune lacks the MIA there, so it is re-run; npo was never run anywhere
+    assert runner.calls == [(0, ("finetune", "npo")), (1, ("finetune", "npo"))]
+    by = df.set_index(["method", "seed"])
+    assert by.loc[("retrain", 0), "source"] == "foundations" and by.loc[("npo", 1), "source"] == "comparison"
+    assert "l2ul" not in set(df["method"]) and set(df["task"]) == {"class"}
+    saved = json.loads((tmp_path / "comparison" / "cpu.json").read_text())["records"]
+    assert len(saved) == 4
+    # a second run reads everything back and runs nothing
+    again = CountingRunner()
+    df2 = gather(_plan(), {"class": again}, seeds=[0, 1], profile="cpu", required=REQUIRED, root=tmp_path,
+                 progress=False)
+    assert again.calls == [] and len(df2) == len(df)
+    table = coverage(_plan(), df2)
+    assert table.loc["retrain", "class"] == "foundations" and table.loc["npo", "class"] == "comparison"
+    assert table.loc["l2ul", "class"].startswith("n/a: too costly")
+
+
+def test_an_interrupted_comparison_resumes_where_it_stopped(tmp_path):
+    first = CountingRunner(fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        gather(_plan(), {"class": first}, seeds=[0, 1, 2], profile="cpu", required=REQUIRED, root=tmp_path,
+               progress=False)
+    assert [c[0] for c in first.calls] == [0]  # seed 0 finished and was saved before the interruption
+    second = CountingRunner()
+    df = gather(_plan(), {"class": second}, seeds=[0, 1, 2], profile="cpu", required=REQUIRED, root=tmp_path,
+                progress=False)
+    assert [c[0] for c in second.calls] == [1, 2]
+    assert sorted(df[df.method == "npo"]["seed"]) == [0, 1, 2]
+
+
+def test_a_damaged_results_file_is_reported_with_its_path(tmp_path):
+    bad = tmp_path / "comparison" / "cpu.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"records": [')
+    with pytest.raises(ValueError, match=str(bad)):
+        gather(_plan(), {"class": CountingRunner()}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path,
+               progress=False)
+
+
+def test_a_chapter_run_with_other_hyperparameters_is_not_reused(tmp_path):
+    recs = [{**r, "hparams": '{"lr": 0.5}'} for r in _chapter_records() if r["method"] == "retrain"]
+    save_results("foundations", "cpu", recs, root=tmp_path)
+    plan = {"class": {"retrain": Cell(Setting("retrain"), Source("foundations", "full class (X)", "retrain"))}}
+    runner = CountingRunner()
+    gather(plan, {"class": runner}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path, progress=False)
+    assert runner.calls == [(0, ("retrain",))]
+
+
+def test_cached_json_computes_once_and_reports_a_damaged_file(tmp_path):
+    calls = []
+    compute = lambda: calls.append(1) or {"best": {"lr": 0.1}}  # noqa: E731
+    assert cached_json(tmp_path / "t.json", compute) == {"best": {"lr": 0.1}}
+    assert cached_json(tmp_path / "t.json", compute) == {"best": {"lr": 0.1}} and len(calls) == 1
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json"):
+        cached_json(tmp_path / "bad.json", compute)
+
+
+def test_plans_and_gather_reject_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="why_not"):
+        Cell(Setting("npo"), why_not="no")
+    with pytest.raises(ValueError, match="setting"):
+        Cell()
+    with pytest.raises(ValueError, match="no runner"):
+        gather(_plan(), {}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        gather(_plan(), {"class": CountingRunner()}, seeds=[], profile="cpu", required=REQUIRED, root=tmp_path,
+               progress=False)
+
+
+def test_leaderboard_pairs_gaps_by_seed():
+    df = pd.DataFrame([
+        {"task": "t", "method": "retrain", "seed": 0, "forget_acc": 0.0, "test_acc": 0.90, "seconds": 100.0},
+        {"task": "t", "method": "retrain", "seed": 1, "forget_acc": 0.2, "test_acc": 0.80, "seconds": 120.0},
+        {"task": "t", "method": "a", "seed": 0, "forget_acc": 0.1, "test_acc": 0.90, "seconds": 10.0},
+        {"task": "t", "method": "a", "seed": 1, "forget_acc": 0.3, "test_acc": 0.70, "seconds": 12.0},
+    ])
+    board = leaderboard(df, ["forget_acc", "test_acc"])
+    a = board.loc[("t", "a")]
+    assert a["forget_acc gap"] == pytest.approx(0.1) and a["forget_acc gap std"] == pytest.approx(0.0)
+    assert a["test_acc gap"] == pytest.approx(-0.05)
+    assert a["mean |gap|"] == pytest.approx((0.05 + 0.1) / 2)       # seed 0: (0.1+0)/2, seed 1: (0.1+0.1)/2
+    assert a["speed-up"] == pytest.approx(110 / 11)
+    assert board.loc[("t", "retrain"), "mean |gap|"] == 0
+    shown = format_leaderboard(board, ["forget_acc", "test_acc"])
+    assert list(shown.index) == [("t", "retrain"), ("t", "a")]     # best first
+    assert shown.loc[("t", "a"), "Δ forget_acc"] == "+10.0 ± 0.0" and shown.loc[("t", "a"), "speed-up"] == "10×"
+    with pytest.raises(ValueError, match="no 'retrain' rows"):
+        leaderboard(df[df.method != "retrain"], ["forget_acc"])
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    seconds = [1.0, 2.0, 3.0, 0.5, 10.0]
+    cost = [0.5, 0.2, 0.3, 0.9, 0.0]
+    assert list(pareto_front(seconds, cost)) == [3, 0, 1, 4]         # 2 is beaten by 1 on both
+    with pytest.raises(ValueError, match="length"):
+        pareto_front([1.0], [1.0, 2.0])
+    assert np.array_equal(pareto_front([1.0, 1.0], [0.5, 0.5]), [0, 1])

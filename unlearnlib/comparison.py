@@ -1,0 +1,248 @@
+"""The comparison chapter's bookkeeping: every method on the same tasks, read from the chapters that measured it or
+run here when they did not.
+
+A *plan* says, for each common task and each method, how the comparison gets its numbers::
+
+    plan = {"full class": {"retrain": Cell(Setting("retrain"), Source("foundations", "full class (Sneaker)", "retrain")),
+                           "npo": Cell(Setting("npo", {...})),
+                           "classlevel": Cell(why_not="needs a class to forget")}}
+
+:func:`gather` reads every cell that another chapter measured on every seed with every metric the comparison
+shows, runs the rest (saving ``results/comparison/<profile>.json`` atomically after each task and seed, so an
+interrupted run resumes where it stopped), and returns one table. :func:`leaderboard` turns it into gaps to the
+retrain reference, paired by seed, and :func:`pareto_front` finds the methods no other beats on both time and
+quality.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ._progress import tqdm
+from .experiment import Setting
+from .results import load_results, save_results
+
+#: a runner executes some methods on one seed of one task and returns their records (``method`` = the label)
+Runner = Callable[[Mapping[str, Setting], int], list]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where another chapter stored a method's runs: its results file's chapter, task label and method label, plus
+    column filters (``where={"discovery_rate": 0.25}``) for files that hold several settings of one task."""
+
+    chapter: str
+    task: str
+    method: str
+    where: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method on one task: read from ``source`` when that chapter measured it, else run ``setting``; or, with
+    ``why_not``, the method does not apply and the comparison says why instead of leaving it out."""
+
+    setting: Setting | None = None
+    source: Source | None = None
+    why_not: str = ""
+
+    def __post_init__(self):
+        if self.why_not and (self.setting or self.source):
+            raise ValueError("a cell that does not apply (why_not) takes no setting or source")
+        if not self.why_not and self.setting is None:
+            raise ValueError("a cell needs a setting to run (and optionally a source to read), or a why_not reason")
+
+
+Plan = Mapping[str, Mapping[str, Cell]]
+
+
+def source_records(df, source: Source, seed: int, required: Sequence[str], hparams: Mapping | None = None) -> list[dict]:
+    """The records of ``source`` for ``seed`` if they hold every ``required`` metric and, when ``hparams`` is given,
+    were run with exactly those hyperparameters; else an empty list (the cell is then run, e.g. when a chapter
+    evaluated only accuracies and the comparison also shows a MIA)."""
+    if df is None or df.empty:
+        return []
+    sel = (df["chapter"] == source.chapter) & (df["task"] == source.task) & (df["method"] == source.method)
+    sel &= df["seed"] == seed
+    for column, value in source.where.items():
+        if column not in df.columns:
+            return []
+        sel &= df[column] == value
+    rows = df[sel]
+    if rows.empty or any(m not in rows.columns or rows[m].isna().any() for m in required):
+        return []
+    if hparams is not None and "hparams" in rows.columns:  # a run counts only if it used the same setting
+        want = json.loads(json.dumps(dict(hparams), default=str))
+        if any(json.loads(h) != want for h in rows["hparams"] if isinstance(h, str)):
+            return []
+    return [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+            for r in rows.to_dict("records")]
+
+
+def _own_records(chapter: str, profile: str, root) -> list[dict]:
+    """What an earlier (possibly interrupted) comparison run saved; a damaged file is an error naming its path."""
+    from .config import results_root
+
+    path = (Path(root) if root is not None else results_root()) / chapter / f"{profile}.json"
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text())["records"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"the results file {path} is damaged ({e}); delete it to re-run the comparison") from e
+
+
+def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], profile: str,
+           required: Mapping[str, Sequence[str]], chapter: str = "comparison", root=None, config: dict | None = None,
+           progress: bool = True):
+    """One table of every applicable cell of ``plan`` on every seed, with a ``source`` column naming the chapter
+    the numbers come from (``chapter`` itself for runs made here).
+
+    ``runners[task]`` runs the missing methods of one seed; ``required[task]`` lists the metrics a record must
+    hold to be reused. Runs made here are saved to ``<root>/<chapter>/<profile>.json`` after every task and seed
+    (atomically): a second call, or one after an interruption, runs nothing that is already there.
+    """
+    import pandas as pd
+
+    unknown = sorted(set(plan) - set(runners))
+    if unknown:
+        raise ValueError(f"no runner for task(s) {unknown}; pass one per task in the plan")
+    if not seeds:
+        raise ValueError("gather needs at least one seed")
+    try:
+        others = load_results(profile=profile, root=root)
+        others = others[others["chapter"] != chapter]
+    except FileNotFoundError:
+        others = None
+    own = _own_records(chapter, profile, root)
+    rows: list[dict] = []
+    cells = [(task, seed) for task in plan for seed in seeds]
+    for task, seed in tqdm(cells, desc="comparison", disable=not progress):
+        missing: dict[str, Setting] = {}
+        for label, cell in plan[task].items():
+            if cell.why_not:
+                continue
+            found = (source_records(others, cell.source, seed, required[task], cell.setting.hparams)
+                     if cell.source else [])
+            if found:
+                rows += [{**r, "task": task, "method": label, "source": cell.source.chapter} for r in found]
+                continue
+            done = [r for r in own if r["task"] == task and r["method"] == label and r["seed"] == seed]
+            if done:
+                rows += [{**r, "source": chapter} for r in done]
+            else:
+                missing[label] = cell.setting
+        if missing:
+            new = [{**r, "task": task, "seed": seed} for r in runners[task](missing, seed)]
+            own += new
+            rows += [{**r, "source": chapter} for r in new]
+            save_results(chapter, profile, own, config=config, root=root)
+    return pd.DataFrame(rows)
+
+
+def coverage(plan: Plan, df) -> "pd.DataFrame":
+    """Method x task: the chapter each cell's numbers come from ("comparison" = run here), or why it does not
+    apply."""
+    import pandas as pd
+
+    table: dict[str, dict[str, str]] = {}
+    for task, cells in plan.items():
+        for label, cell in cells.items():
+            if cell.why_not:
+                entry = "n/a: " + cell.why_not
+            else:
+                sources = df[(df["task"] == task) & (df["method"] == label)]["source"]
+                entry = ", ".join(sorted(set(sources))) or "not run"
+            table.setdefault(label, {})[task] = entry
+    return pd.DataFrame(table).T.fillna("")
+
+
+def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain") -> "pd.DataFrame":
+    """Per task and method: mean and std over seeds of ``metric - reference's metric`` (paired by seed), the mean
+    absolute gap over ``metrics`` (``mean |gap|``), the seconds and the speed-up over the reference's seconds.
+
+    Columns are ``<metric> gap``, ``<metric> gap std``, ``mean |gap|``, ``mean |gap| std``, ``seconds``,
+    ``speed-up`` and ``seeds``. A task without reference rows raises, since there is nothing to compare with.
+    """
+    import pandas as pd
+
+    rows = []
+    for task, part in df.groupby("task", sort=False):
+        ref = part[part["method"] == reference].groupby("seed")[list(metrics) + ["seconds"]].mean()
+        if ref.empty:
+            raise ValueError(f"task {task!r} has no {reference!r} rows to compare with")
+        for method, runs in part.groupby("method", sort=False):
+            runs = runs[runs["seed"].isin(ref.index)]
+            if runs.empty:
+                continue
+            per_seed = runs.groupby("seed")[list(metrics) + ["seconds"]].mean()
+            gaps = per_seed[list(metrics)] - ref.loc[per_seed.index, list(metrics)]
+            mean_abs = gaps.abs().mean(axis=1)
+            row = {"task": task, "method": method}
+            for m in metrics:
+                row[f"{m} gap"] = gaps[m].mean()
+                row[f"{m} gap std"] = gaps[m].std(ddof=1)
+            row["mean |gap|"], row["mean |gap| std"] = mean_abs.mean(), mean_abs.std(ddof=1)
+            row["seconds"] = per_seed["seconds"].mean()
+            row["speed-up"] = (ref.loc[per_seed.index, "seconds"].mean() / row["seconds"]
+                               if row["seconds"] > 0 else np.nan)
+            row["seeds"] = len(per_seed)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["task", "method"])
+
+
+def format_leaderboard(board, metrics: Sequence[str], *, scale: float = 100.0, digits: int = 1) -> "pd.DataFrame":
+    """``mean ± std`` strings (in points when ``scale=100``), best ``mean |gap|`` first within each task."""
+    import pandas as pd
+
+    def pm(mean, std, sign="+"):
+        if np.isnan(mean):
+            return "–"
+        return f"{mean * scale:{sign}.{digits}f}" + ("" if np.isnan(std) else f" ± {std * scale:.{digits}f}")
+
+    def speed(s):
+        return "–" if not np.isfinite(s) else (f"{s:.0f}×" if s >= 10 else f"{s:.1f}×")
+
+    out = pd.DataFrame(index=board.index)
+    for m in metrics:
+        out[f"Δ {m}"] = [pm(a, b) for a, b in zip(board[f"{m} gap"], board[f"{m} gap std"])]
+    out["mean |gap|"] = [pm(a, b, "") for a, b in zip(board["mean |gap|"], board["mean |gap| std"])]
+    out["seconds"] = board["seconds"].map(lambda s: f"{s:.1f}")
+    out["speed-up"] = board["speed-up"].map(speed)
+    out["seeds"] = board["seeds"]
+    tasks = list(dict.fromkeys(board.index.get_level_values("task")))
+    ranked = board.reset_index()
+    ranked["task_order"] = ranked["task"].map(tasks.index)
+    ranked = ranked.sort_values(["task_order", "mean |gap|"], kind="stable")
+    return out.loc[list(zip(ranked["task"], ranked["method"]))]
+
+
+def pareto_front(seconds: Sequence[float], cost: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point beats on both axes (lower time and lower cost; ties keep both), in
+    order of time: the methods worth considering when both speed and quality matter."""
+    seconds, cost = np.asarray(seconds, float), np.asarray(cost, float)
+    if seconds.shape != cost.shape:
+        raise ValueError(f"seconds and cost differ in length ({len(seconds)} vs {len(cost)})")
+    keep = [i for i in range(len(seconds))
+            if not np.any((seconds <= seconds[i]) & (cost <= cost[i]) & ((seconds < seconds[i]) | (cost < cost[i])))]
+    return np.array(sorted(keep, key=lambda i: (seconds[i], cost[i])), dtype=int)
+
+
+def cached_json(path, compute: Callable[[], object]):
+    """``compute()``'s JSON-able result, stored at ``path`` (atomically) the first time and read back after, so a
+    re-run or a resumed run skips it (e.g. a tuning sweep). A damaged file is an error naming its path."""
+    from . import _io
+
+    path = Path(path)
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the cache file {path} is damaged ({e}); delete it to recompute") from e
+    value = compute()
+    _io.atomic_write_json(path, value)
+    return json.loads(path.read_text())
