@@ -58,3 +58,22 @@ def trained(small_fashion, class_task):
     retrain = train_or_load(small_fashion, class_task.retain_idx, "small-cnn", TINY_RECIPE, seed=0, role="retrain",
                             device="cpu", progress=False)
     return original.model, retrain.model
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The book built once per test session from the committed chapters, with warnings as errors (as `make book`
+    does); returns the folder of its HTML. A failed build fails every test that needs it, with the build's log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from unlearnlib.config import REPO_ROOT
+
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jb), "build", str(REPO_ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail("the book does not build with -W:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+    return out / "_build" / "html"
