@@ -149,3 +149,17 @@ def test_unlearning_is_reproducible_for_a_seed(method, hp, class_task, trained):
         warnings.simplefilter("ignore", UserWarning)
         a, b = (unlearn(method, original, class_task, seed=3, device="cpu", **hp).model for _ in range(2))
     assert torch.equal(_weights(a), _weights(b)), f"{method} gave different weights for the same seed"
+
+
+def test_a_diverged_model_is_scored_as_broken_with_a_warning_instead_of_crashing(class_task, trained):
+    from unlearnlib.metrics import evaluate
+
+    broken, _ = trained
+    broken = __import__("copy").deepcopy(broken)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        rec = evaluate(broken, class_task, device="cpu")
+    assert all(np.isfinite(v) for v in rec.values())
+    assert rec["test_acc"] < 0.2  # no better than guessing

@@ -160,16 +160,28 @@ class Outputs:
 def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto", retain: bool = True) -> Outputs:
     """Logits of ``model`` on D_f, D_r and on the test split (retained part and forgotten part).
 
-    ``retain=False`` skips D_r (by far the largest part; its logits are then an empty tensor)."""
+    ``retain=False`` skips D_r (by far the largest part; its logits are then an empty tensor). A model whose
+    outputs are not finite (a method that diverged) is still scored, as the broken model it is: its NaN outputs
+    become 0 and its infinities +-1e4, with a warning, so a sweep over hyperparameters survives one bad setting."""
     d = task.data
-    test_all = predict_logits(model, d, None, split="test", device=device)
+    test_all = _finite(predict_logits(model, d, None, split="test", device=device))
     return Outputs(
-        forget=predict_logits(model, d, task.forget_idx, split="train", device=device),
-        retain=(predict_logits(model, d, task.retain_idx, split="train", device=device) if retain
+        forget=_finite(predict_logits(model, d, task.forget_idx, split="train", device=device)),
+        retain=(_finite(predict_logits(model, d, task.retain_idx, split="train", device=device)) if retain
                 else test_all[:0]),
         test_retain=test_all[torch.from_numpy(task.test_retain_idx)],
         test_forget=test_all[torch.from_numpy(task.test_forget_idx)],
     )
+
+
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    if torch.isfinite(logits).all():
+        return logits
+    import warnings
+
+    warnings.warn("the model's outputs are not finite (the method diverged; try a lower learning rate); scoring "
+                  "NaN as 0 and infinities as +-1e4", RuntimeWarning, stacklevel=3)
+    return torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
 
 
 def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
