@@ -3,6 +3,7 @@
     python -m unlearnlib.book reproduce --profile cpu [--chapter foundations]   # what `make reproduce` calls
     python -m unlearnlib.book list
     python -m unlearnlib.book student [--output _student]                        # what `make student` calls
+    python -m unlearnlib.book runs --write chapters/runs.md                      # the page of how results were made
 
 Reproducing writes the executed notebook back in place (outputs and the injected parameters cell), and the chapter
 itself writes ``results/<chapter>/<profile>.json``.
@@ -120,6 +121,56 @@ def write_student_copies(output: Path, chapters: list[Path] | None = None) -> li
     return written
 
 
+def run_summary(chapters: list[Path] | None = None) -> list[dict]:
+    """Per chapter: the profile, hardware, seeds, run time, date and commit behind its committed outputs, read from
+    the notebook's papermill metadata and the results file it wrote (nothing typed by hand)."""
+    import json
+
+    import nbformat
+    import re
+
+    rows = []
+    for chapter in chapters if chapters is not None else toc_chapters():
+        nb = nbformat.read(chapter, as_version=4)
+        meta = nb.metadata.get("papermill", {})
+        profile = meta.get("parameters", {}).get("PROFILE")
+        if profile is None:
+            raise ValueError(f"{chapter} has no papermill record; execute it with `make reproduce CHAPTER={chapter.stem}`")
+        results = REPO_ROOT / "results" / chapter.stem / f"{profile}.json"
+        payload = json.loads(results.read_text()) if results.exists() else {}
+        env = payload.get("environment", {})
+        hw = env.get("hardware", {})
+        seeds = payload.get("config", {}).get("seeds") or sorted({r["seed"] for r in payload.get("records", [])
+                                                                   if isinstance(r.get("seed"), int)})
+        title = next((m.group(1) for c in nb.cells if c.cell_type == "markdown"
+                      for m in [re.match(r"#\s+(.+)", c.source)] if m), chapter.stem)
+        rows.append({"chapter": chapter.stem, "title": title, "profile": profile,
+                     "hardware": hw.get("gpu") or f"{hw.get('processor', '?')} CPU, {hw.get('cpu_count', '?')} cores",
+                     "seeds": ", ".join(map(str, seeds)) or "–",
+                     "minutes": round(meta.get("duration", float("nan")) / 60, 1),
+                     "executed": (meta.get("start_time") or "")[:10], "commit": env.get("commit", "–"),
+                     "torch": env.get("versions", {}).get("torch", "–")})
+    return rows
+
+
+def runs_page(rows: list[dict]) -> str:
+    """The Markdown page that lists :func:`run_summary` (``chapters/runs.md``, kept in sync by a test)."""
+    lines = ["# How the committed results were made", "",
+             "Every number in this book comes from a chapter executed top to bottom by `make reproduce`. This page",
+             "lists, for each chapter, the profile it ran on, the hardware, the seeds, how long the whole chapter",
+             "took, when it ran and from which commit (`+dirty`: with uncommitted changes to files other than the",
+             "chapters and results). It is generated from the notebooks' execution records and the results files by",
+             "`python -m unlearnlib.book runs --write chapters/runs.md`; a test fails when it is out of date.", "",
+             "| chapter | profile | hardware | seeds | run time (min) | executed | commit | torch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| [{r['title']}]({r['chapter']}.ipynb) | `{r['profile']}` | {r['hardware']} | {r['seeds']} | "
+                     f"{r['minutes']} | {r['executed']} | `{r['commit']}` | {r['torch']} |")
+    lines += ["", "The `smoke` profile that CI runs on every chapter is a code check only; its outputs are never",
+              "committed. No chapter has been run on the `paper` profile (GPU) yet.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unlearnlib.book")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,8 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--device", default="auto")
     stu = sub.add_parser("student", help="write the chapters with their solutions removed (for coursework)")
     stu.add_argument("--output", default=str(REPO_ROOT / "_student"))
+    runs = sub.add_parser("runs", help="print (or --write) the page listing how each chapter's outputs were made")
+    runs.add_argument("--write", help="file to write, e.g. chapters/runs.md")
     args = parser.parse_args(argv)
     chapters = toc_chapters()
+    if args.command == "runs":
+        page = runs_page(run_summary([c for c in chapters if c.suffix == ".ipynb"]))
+        if args.write:
+            from . import _io
+
+            _io.atomic_write(args.write, lambda f: f.write(page), mode="w")
+        else:
+            print(page)
+        return 0
     if args.command == "student":
         for path in write_student_copies(Path(args.output), chapters):
             print(path)
