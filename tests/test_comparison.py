@@ -33,7 +33,8 @@ class CountingRunner:
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
         self.calls.append((seed, tuple(settings)))
-        return [{"method": label, "forget_acc": 0.1 * (seed + 1), "test_acc": 0.85, "mia": 0.55, "seconds": 2.0}
+        return [{"method": label, "forget_acc": 0.1 * (seed + 1), "test_acc": 0.85, "mia": 0.55, "seconds": 2.0,
+                 "hparams": json.dumps(dict(settings[label].hparams))}
                 for label in settings]
 
 
@@ -96,6 +97,19 @@ def test_a_chapter_run_with_other_hyperparameters_is_not_reused(tmp_path):
     runner = CountingRunner()
     gather(plan, {"class": runner}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path, progress=False)
     assert runner.calls == [(0, ("retrain",))]
+
+
+def test_a_run_of_this_chapter_is_redone_when_its_setting_changed(tmp_path):
+    plan = _plan()
+    gather(plan, {"class": CountingRunner()}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path,
+           progress=False)
+    changed = {"class": {**plan["class"], "npo": Cell(Setting("npo", {"lr": 0.05}))}}
+    runner = CountingRunner()
+    df = gather(changed, {"class": runner}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path,
+                progress=False)
+    assert ("npo",) in [c[1] for c in runner.calls] and len(df[df.method == "npo"]) == 1
+    saved = json.loads((tmp_path / "comparison" / "cpu.json").read_text())["records"]
+    assert sum(r["method"] == "npo" for r in saved) == 1, "the stale run must be replaced, not kept beside"
 
 
 def test_cached_json_computes_once_and_reports_a_damaged_file(tmp_path):

@@ -75,12 +75,16 @@ def source_records(df, source: Source, seed: int, required: Sequence[str], hpara
     rows = df[sel]
     if rows.empty or any(m not in rows.columns or rows[m].isna().any() for m in required):
         return []
-    if hparams is not None and "hparams" in rows.columns:  # a run counts only if it used the same setting
-        want = json.loads(json.dumps(dict(hparams), default=str))
-        if any(json.loads(h) != want for h in rows["hparams"] if isinstance(h, str)):
-            return []
-    return [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
-            for r in rows.to_dict("records")]
+    records = [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+               for r in rows.to_dict("records")]
+    return records if all(same_setting(r, hparams) for r in records) else []
+
+
+def same_setting(record: Mapping, hparams: Mapping | None) -> bool:
+    """Whether ``record`` was run with ``hparams`` (compared as JSON; True when either side does not say)."""
+    if hparams is None or not isinstance(record.get("hparams"), str):
+        return True
+    return json.loads(record["hparams"]) == json.loads(json.dumps(dict(hparams), default=str))
 
 
 def _own_records(chapter: str, profile: str, root) -> list[dict]:
@@ -104,7 +108,8 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
 
     ``runners[task]`` runs the missing methods of one seed; ``required[task]`` lists the metrics a record must
     hold to be reused. Runs made here are saved to ``<root>/<chapter>/<profile>.json`` after every task and seed
-    (atomically): a second call, or one after an interruption, runs nothing that is already there.
+    (atomically): a second call, or one after an interruption, runs nothing that is already there with the same
+    hyperparameters (a run whose setting changed since is run again and replaced).
     """
     import pandas as pd
 
@@ -131,14 +136,16 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
             if found:
                 rows += [{**r, "task": task, "method": label, "source": cell.source.chapter} for r in found]
                 continue
-            done = [r for r in own if r["task"] == task and r["method"] == label and r["seed"] == seed]
+            done = [r for r in own if r["task"] == task and r["method"] == label and r["seed"] == seed
+                    and same_setting(r, cell.setting.hparams)]
             if done:
                 rows += [{**r, "source": chapter} for r in done]
             else:
                 missing[label] = cell.setting
         if missing:
             new = [{**r, "task": task, "seed": seed} for r in runners[task](missing, seed)]
-            own += new
+            stale = {(task, label, seed) for label in missing}  # earlier runs of a setting that changed since
+            own = [r for r in own if (r["task"], r["method"], r["seed"]) not in stale] + new
             rows += [{**r, "source": chapter} for r in new]
             save_results(chapter, profile, own, config=config, root=root)
     return pd.DataFrame(rows)
