@@ -2,6 +2,7 @@
 import nbformat
 
 from unlearnlib import book
+from unlearnlib.config import REPO_ROOT
 
 
 def test_a_failed_reproduction_leaves_the_committed_chapter_untouched(tmp_path, monkeypatch):
@@ -43,3 +44,14 @@ def test_an_unclosed_solution_is_an_error_not_a_leak():
         assert "never closed" in str(e)
     else:
         raise AssertionError("an unclosed solution must raise")
+
+
+def test_the_runs_page_lists_every_chapter_and_is_up_to_date():
+    from unlearnlib.book import run_summary, runs_page, toc_chapters
+
+    rows = run_summary()
+    assert [r["chapter"] for r in rows] == [c.stem for c in toc_chapters()]
+    for r in rows:
+        assert r["profile"] in {"cpu", "paper"} and r["minutes"] > 0 and r["seeds"] != "–", r
+    committed = (REPO_ROOT / "chapters" / "runs.md").read_text()
+    assert committed == runs_page(rows), "regenerate: python -m unlearnlib.book runs --write chapters/runs.md"

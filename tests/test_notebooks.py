@@ -66,3 +66,19 @@ def test_committed_chapter_has_no_placeholder_left(chapter):
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for marker in ("DISCUSSION_", "SOLUTION_", "PLACEHOLDER", "RUNTIME_NOTE", "TODO", "TBD", "XXX"):
         assert marker not in text, f"{chapter.name} still contains the placeholder {marker!r}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_has_what_readers_expect(chapter):
+    """A Colab button that opens this very chapter, citations, numbers glued from the computation, a note on run
+    times per profile, exercises with solutions in dropdowns, and a closing summary."""
+    nb = nbformat.read(chapter, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    badge = f"colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/chapters/{chapter.name}"
+    assert badge in text, "the Colab button must open this chapter"
+    assert "{cite:p}" in text or "{cite:t}" in text, "cite the papers from references.bib"
+    assert "{glue:text}" in text, "numbers in the prose come from the computation (glue)"
+    assert re.search(r"\d+ minutes|runtime_min", text) and "smoke" in text, "say how long each profile takes"
+    assert "{exercise}" in text and "{solution-start}" in text and ":class: dropdown" in text
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert "Summary" in headings and headings.index("Summary") >= len(headings) - 2, "close with a summary"
