@@ -112,6 +112,23 @@ def test_a_run_of_this_chapter_is_redone_when_its_setting_changed(tmp_path):
     assert sum(r["method"] == "npo" for r in saved) == 1, "the stale run must be replaced, not kept beside"
 
 
+def test_a_run_made_here_gives_way_to_a_chapter_that_measured_the_same_cell(tmp_path):
+    plan = _plan()
+    gather(plan, {"class": CountingRunner()}, seeds=[0], profile="cpu", required=REQUIRED, root=tmp_path,
+           progress=False)
+    assert any(r["method"] == "npo" for r in json.loads((tmp_path / "comparison" / "cpu.json").read_text())["records"])
+    save_results("foundations", "cpu", _chapter_records() + [
+        {"task": "full class (X)", "method": "npo", "seed": 0, "forget_acc": 0.0, "test_acc": 0.8, "mia": 0.5,
+         "seconds": 1.0, "hparams": '{"lr": 0.01}'}], root=tmp_path)
+    with_source = {"class": {**plan["class"], "npo": Cell(Setting("npo", {"lr": 0.01}),
+                                                          Source("foundations", "full class (X)", "npo"))}}
+    df = gather(with_source, {"class": CountingRunner()}, seeds=[0], profile="cpu", required=REQUIRED,
+                root=tmp_path, progress=False)
+    assert df.set_index("method").loc["npo", "source"] == "foundations"
+    saved = json.loads((tmp_path / "comparison" / "cpu.json").read_text())["records"]
+    assert not any(r["method"] == "npo" for r in saved), "the chapter's run replaces the one made here"
+
+
 def test_cached_json_computes_once_and_reports_a_damaged_file(tmp_path):
     calls = []
     compute = lambda: calls.append(1) or {"best": {"lr": 0.1}}  # noqa: E731

@@ -124,6 +124,7 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
     except FileNotFoundError:
         others = None
     own = _own_records(chapter, profile, root)
+    served: set = set()  # cells a chapter's results answered: an earlier run of them here is dropped from the file
     rows: list[dict] = []
     cells = [(task, seed) for task in plan for seed in seeds]
     for task, seed in tqdm(cells, desc="comparison", disable=not progress):
@@ -135,6 +136,7 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
                      if cell.source else [])
             if found:
                 rows += [{**r, "task": task, "method": label, "source": cell.source.chapter} for r in found]
+                served.add((task, label, seed))
                 continue
             done = [r for r in own if r["task"] == task and r["method"] == label and r["seed"] == seed
                     and same_setting(r, cell.setting.hparams)]
@@ -145,9 +147,12 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
         if missing:
             new = [{**r, "task": task, "seed": seed} for r in runners[task](missing, seed)]
             stale = {(task, label, seed) for label in missing}  # earlier runs of a setting that changed since
-            own = [r for r in own if (r["task"], r["method"], r["seed"]) not in stale] + new
+            own = [r for r in own if (r["task"], r["method"], r["seed"]) not in stale | served] + new
             rows += [{**r, "source": chapter} for r in new]
             save_results(chapter, profile, own, config=config, root=root)
+    kept = [r for r in own if (r["task"], r["method"], r["seed"]) not in served]
+    if len(kept) < len(own) and kept:
+        save_results(chapter, profile, kept, config=config, root=root)
     return pd.DataFrame(rows)
 
 
