@@ -35,6 +35,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+def read_json(path: str | os.PathLike, *, remedy: str) -> Any:
+    """Parse the JSON file ``path``; a damaged file (half-written by a crash without atomic writes, or edited by
+    hand) is a ValueError that names it and says what to do (``remedy``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the file {path} is damaged ({e}); {remedy}") from e
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import _io
 from ._progress import tqdm
 from .experiment import Setting
 from .results import load_results, save_results
+
+if TYPE_CHECKING:  # pandas is imported where it is used, so that importing this module stays cheap
+    import pandas as pd
 
 #: a runner executes some methods on one seed of one task and returns their records (``method`` = the label)
 Runner = Callable[[Mapping[str, Setting], int], list]
@@ -94,10 +98,10 @@ def _own_records(chapter: str, profile: str, root) -> list[dict]:
     path = (Path(root) if root is not None else results_root()) / chapter / f"{profile}.json"
     if not path.exists():
         return []
-    try:
-        return list(json.loads(path.read_text())["records"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"the results file {path} is damaged ({e}); delete it to re-run the comparison") from e
+    payload = _io.read_json(path, remedy="delete it to re-run the comparison")
+    if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+        raise ValueError(f"the file {path} is damaged (no list of records); delete it to re-run the comparison")
+    return payload["records"]
 
 
 def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], profile: str,
@@ -247,14 +251,7 @@ def pareto_front(seconds: Sequence[float], cost: Sequence[float]) -> np.ndarray:
 def cached_json(path, compute: Callable[[], object]):
     """``compute()``'s JSON-able result, stored at ``path`` (atomically) the first time and read back after, so a
     re-run or a resumed run skips it (e.g. a tuning sweep). A damaged file is an error naming its path."""
-    from . import _io
-
     path = Path(path)
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"the cache file {path} is damaged ({e}); delete it to recompute") from e
-    value = compute()
-    _io.atomic_write_json(path, value)
-    return json.loads(path.read_text())
+    if not path.exists():
+        _io.atomic_write_json(path, compute())
+    return _io.read_json(path, remedy="delete it to recompute")

@@ -287,11 +287,7 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
         raise ValueError(f"unknown corruption(s) {unknown}; choose from {', '.join(REGULARITY)}")
     done: list[dict] = []
     if progress_file is not None and Path(progress_file).exists():
-        try:
-            done = json.loads(Path(progress_file).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"the progress file {progress_file} is not valid JSON ({e}); delete it to start the "
-                             f"grid afresh") from e
+        done = _io.read_json(progress_file, remedy="delete it to start the grid afresh")
     key = lambda r: (r["corruption"], r["discovery_rate"], r["seed"], r["method"])  # noqa: E731
     seen = {key(r) for r in done}
     records = list(done)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -71,12 +70,12 @@ def load_results(chapter: str | None = None, profile: str | None = None, *, root
     root = Path(root) if root is not None else results_root()
     rows = []
     for path in sorted(root.glob(f"{chapter or '*'}/{profile or '*'}.json")):
+        remedy = f"restore it from git (git checkout -- {path}) or re-run its chapter"
+        payload = _io.read_json(path, remedy=remedy)
         try:
-            payload = json.loads(path.read_text())
             records, chapter_name, profile_name = payload["records"], payload["chapter"], payload["profile"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"the results file {path} is damaged ({type(e).__name__}: {e}); restore it from git "
-                             f"(git checkout -- {path.name}) or re-run its chapter") from e
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"the file {path} is damaged (not a results file: no {e}); {remedy}") from e
         env = payload.get("environment", {})
         for rec in records:
             rows.append({"chapter": chapter_name, "profile": profile_name,
