@@ -123,7 +123,11 @@ def test_chapter_page_loads_with_its_figures_and_no_error_output(chapter, site, 
 
 @pytest.mark.slow
 def test_index_page_links_every_chapter(site, browser):
-    browser.get(f"{site}/index.html")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{site}/index.html")  # a redirect to the root page (intro.html): wait until it has landed
+    WebDriverWait(browser, 30).until(lambda d: d.current_url.endswith("intro.html")
+                                     and d.execute_script("return document.readyState") == "complete")
     links = browser.execute_script("return Array.from(document.querySelectorAll('a')).map(a => a.href)")
     for chapter in toc_chapters():
         assert any(link.endswith(f"chapters/{chapter.stem}.html") for link in links), f"no link to {chapter.stem}"
