@@ -124,10 +124,11 @@ def write_student_copies(output: Path, chapters: list[Path] | None = None) -> li
 def run_summary(chapters: list[Path] | None = None) -> list[dict]:
     """Per chapter: the profile, hardware, seeds, run time, date and commit behind its committed outputs, read from
     the notebook's papermill metadata and the results file it wrote (nothing typed by hand)."""
-    import json
     import re
 
     import nbformat
+
+    from ._io import read_json
 
     rows = []
     for chapter in chapters if chapters is not None else toc_chapters():
@@ -137,7 +138,7 @@ def run_summary(chapters: list[Path] | None = None) -> list[dict]:
         if profile is None:
             raise ValueError(f"{chapter} has no papermill record; execute it with `make reproduce CHAPTER={chapter.stem}`")
         results = REPO_ROOT / "results" / chapter.stem / f"{profile}.json"
-        payload = json.loads(results.read_text()) if results.exists() else {}
+        payload = read_json(results, remedy="restore it from git or re-run its chapter") if results.exists() else {}
         env = payload.get("environment", {})
         hw = env.get("hardware", {})
         seeds = payload.get("config", {}).get("seeds") or sorted({r["seed"] for r in payload.get("records", [])

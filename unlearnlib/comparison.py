@@ -151,7 +151,7 @@ def gather(plan: Plan, runners: Mapping[str, Runner], *, seeds: Sequence[int], p
         if missing:
             new = [{**r, "task": task, "seed": seed} for r in runners[task](missing, seed)]
             stale = {(task, label, seed) for label in missing}  # earlier runs of a setting that changed since
-            own = [r for r in own if (r["task"], r["method"], r["seed"]) not in stale | served] + new
+            own = [r for r in own if (r["task"], r["method"], r["seed"]) not in stale] + new
             rows += [{**r, "source": chapter} for r in new]
             save_results(chapter, profile, own, config=config, root=root)
     kept = [r for r in own if (r["task"], r["method"], r["seed"]) not in served]
