@@ -7,6 +7,7 @@ re-encoding ``cifar10-jpg.zip`` when the official files are absent; the variant 
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import warnings
 import zipfile
@@ -49,7 +50,9 @@ class ImageData:
     """A labelled image dataset in memory.
 
     Images are uint8 tensors of shape (N, C, H, W); labels are int64. ``fine_*`` hold the fine labels when the
-    training labels are superclasses (CIFAR-20, ``fashion-mnist-super``), else ``None``.
+    training labels are superclasses (CIFAR-20, ``fashion-mnist-super``), else ``None``. ``val_idx`` is the fixed
+    validation split (see :func:`validation_split`), carved from the training split; forget tasks build their
+    forget and retain sets from the rest.
     """
 
     name: str
@@ -65,6 +68,9 @@ class ImageData:
     fine_test: torch.Tensor | None = None
     fine_classes: list[str] | None = None
     spec: dict = field(default_factory=dict)
+    #: the validation split: training-split indices that no original or retrain model trains on and that every
+    #: selection (hyperparameters, early stopping, a method's own model choice) reads instead of the test split
+    val_idx: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +83,12 @@ class ImageData:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
+
+    @property
+    def train_idx(self) -> np.ndarray:
+        """The training indices outside the validation split: what original and retrain models may train on."""
+        everything = np.arange(len(self.y_train))
+        return everything if self.val_idx is None else np.setdiff1d(everything, self.val_idx)
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels of ``"train"`` or ``"test"``."""
@@ -120,7 +132,7 @@ class ImageData:
         for t in (self.y_train, self.y_test):
             h.update(t.numpy().astype(np.int64).tobytes())
         for t in (self.x_train, self.x_test):
-            h.update(t.reshape(len(t), -1)[:: max(1, len(t) // 512)].numpy().tobytes())
+            h.update(t.flatten(1)[:: max(1, len(t) // 512)].numpy().tobytes())
             h.update(str(tuple(t.shape)).encode())
         return h.hexdigest()[:16]
 
@@ -292,7 +304,9 @@ def load_dataset(name: str, *, root: str | Path | None = None, download: bool = 
     """Load a dataset by name (see ``DATASETS``), optionally a class-stratified subset of it.
 
     ``train_size``/``test_size`` pick a fixed (by ``subset_seed``) class-balanced subset; the smoke profile uses
-    them. Loaded datasets are memoised per process, so chapters can call this freely.
+    them, and the subset keeps the validation samples of the full split that it contains. The validation split
+    (``data.val_idx``) is read from, or the first time written to, ``<root>/splits/`` (:func:`validation_split`).
+    Loaded datasets are memoised per process, so chapters can call this freely.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
@@ -304,6 +318,7 @@ def load_dataset(name: str, *, root: str | Path | None = None, download: bool = 
             root.mkdir(parents=True, exist_ok=True)
             data = DATASETS[name](root, download)
             data.spec = {"name": name, "variant": data.variant}
+            data.val_idx = validation_split(data, root=root)
             _MEMORY[full_key] = data
         data = _MEMORY[full_key]
         if train_size is not None or test_size is not None:
@@ -331,7 +346,89 @@ def _subset(data: ImageData, train_size: int | None, test_size: int | None, seed
     def pick(t, idx):
         return t if (t is None or idx is None) else t[torch.from_numpy(idx)]
 
+    val_idx = data.val_idx
+    if val_idx is not None and tr is not None:  # the subset keeps the full split's validation samples it contains
+        val_idx = np.flatnonzero(np.isin(tr, val_idx))
     return replace(data, x_train=pick(data.x_train, tr), y_train=pick(data.y_train, tr),
                    fine_train=pick(data.fine_train, tr), x_test=pick(data.x_test, te), y_test=pick(data.y_test, te),
-                   fine_test=pick(data.fine_test, te),
+                   fine_test=pick(data.fine_test, te), val_idx=val_idx,
                    spec={**data.spec, "train_size": train_size, "test_size": test_size, "subset_seed": seed})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The validation split
+
+#: Datasets that share their images, and so their validation split: the file is named after the base.
+_SPLIT_BASE = {"fashion-mnist-super": "fashion-mnist", "cifar20": "cifar100"}
+VALIDATION_SIZE = 5000
+VALIDATION_SEED = 7919  # not 0: the stratified subsets (smoke profile) draw with seed 0 the same way
+
+
+def validation_file(name: str, root: str | Path | None = None) -> Path:
+    """Where the validation split of dataset ``name`` is kept: ``<data root>/splits/<base>-validation.json``."""
+    root = Path(root) if root is not None else data_root()
+    return root / "splits" / f"{_SPLIT_BASE.get(name, name)}-validation.json"
+
+
+def _label_source(data: ImageData) -> np.ndarray:
+    """The labels a validation split is stratified by: the fine labels where a dataset has them, so that datasets
+    sharing their images (Fashion-MNIST and its superclass version, CIFAR-100 and CIFAR-20) share one split."""
+    return (data.fine_train if data.fine_train is not None else data.y_train).numpy().astype(np.int64)
+
+
+def carve_validation(labels: np.ndarray, size: int = VALIDATION_SIZE, seed: int = VALIDATION_SEED) -> np.ndarray:
+    """A class-stratified validation split of ``size`` training indices (each class in proportion to its share,
+    drawn with NumPy's PCG64 from ``seed``, which gives the same indices on every platform). Sorted."""
+    labels = np.asarray(labels)
+    if not 0 < size < len(labels):
+        raise ValueError(f"validation size must be between 1 and {len(labels) - 1}, got {size}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * size / len(labels)
+    take = np.floor(share).astype(int)
+    take[np.argsort(-(share - take), kind="stable")[: size - take.sum()]] += 1  # largest remainders
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def _labels_digest(labels: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(labels, np.int64).tobytes()).hexdigest()[:16]
+
+
+def validation_split(data: ImageData, *, root: str | Path | None = None) -> np.ndarray:
+    """The fixed validation split of a full dataset: read from :func:`validation_file`, or carved with
+    :func:`carve_validation` and written there (atomically) the first time.
+
+    About 10 % of the training split, at most ``VALIDATION_SIZE`` (5,000 images for Fashion-MNIST and CIFAR),
+    stratified by class. The file records the dataset, the number of training samples, a digest of the labels and
+    the indices, so that it can be reviewed and checked: a file that does not match the dataset is an error that
+    names it.
+    """
+    labels = _label_source(data)
+    path = validation_file(data.name, root)
+    size = min(VALIDATION_SIZE, int(round(0.1 * len(labels))))
+    if path.exists():
+        saved = _io.read_json(path, remedy="delete it; it is carved again, identically, at the next load")
+        if saved.get("n_train") != len(labels) or saved.get("labels_digest") != _labels_digest(labels):
+            raise ValueError(f"the validation split {path} was made for another version of {data.name!r} "
+                             f"({saved.get('n_train')} training samples, labels {saved.get('labels_digest')}; loaded: "
+                             f"{len(labels)}, {_labels_digest(labels)}). Restore the dataset files it was made for, "
+                             f"or delete {path} to carve a new split (results made with the old one no longer "
+                             f"compare)")
+        idx = np.asarray(saved["indices"], dtype=np.int64)
+        if len(idx) != saved.get("size") or len(np.unique(idx)) != len(idx) or idx.min() < 0 \
+                or idx.max() >= len(labels):
+            raise ValueError(f"the validation split {path} is damaged (indices do not match its size or the "
+                             f"training set); delete it to carve it again")
+        return np.sort(idx)
+    idx = carve_validation(labels, size)
+    record = {"dataset": _SPLIT_BASE.get(data.name, data.name), "what": "validation split carved from the training "
+              "split: no original or retrain model trains on it; every selection reads it instead of the test split",
+              "n_train": len(labels), "labels_digest": _labels_digest(labels), "size": len(idx),
+              "stratified_by": "fine class" if data.fine_train is not None else "class", "seed": VALIDATION_SEED,
+              "indices": "__INDICES__"}
+    text = json.dumps(record, indent=1).replace('"__INDICES__"', json.dumps(idx.tolist()))  # one line of indices
+    _io.atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
+    return idx

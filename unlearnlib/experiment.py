@@ -3,6 +3,15 @@ run each method on the original, and evaluate everything against the retrain ref
 
 Seed scope: the seed fixes the training of the original and retrain models *and* the unlearning run, so the
 spread over seeds covers both (independent training runs, as Lanyon et al. 2025 recommend).
+
+The evaluation protocol (see the foundations chapter, "How the book chooses hyperparameters"):
+
+- original and retrain models train on D = D_f + D_r, never on the validation split (``data.val_idx``);
+- :func:`tune` chooses hyperparameters on a *tuning request* (another class, subset, pool or corruption draw) and a
+  *tuning seed*, neither of which is reported, scoring each setting on the validation split against that request's
+  own retrain model, with the same number of settings for every method; the test split is removed from what it
+  sees (:meth:`~unlearnlib.tasks.ForgetTask.sealed`);
+- :func:`run_methods` reports, on the test split, the reported requests and seeds with the chosen settings.
 """
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs
+from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs, validation_evaluate
 from .profiles import Profile
 from .tasks import ForgetTask
 from .training import TrainedModel, accuracy, train_or_load
@@ -31,13 +40,12 @@ class References:
 
 def reference_models(task: ForgetTask, profile: Profile, seed: int, *, device="auto",
                      progress: bool = True, retrain: bool = True) -> References:
-    """The original model (trained on all of ``task.data``'s training split) and the retrain-from-scratch model
-    (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache.
+    """The original model (trained on D = D_f + D_r, the training split without the validation split) and the
+    retrain-from-scratch model (trained on D_r), both with the profile's recipe and ``seed``; trained once, then loaded from the cache.
     ``retrain=False`` skips the retrain model (for sweeps over many small requests, each of which would need its
     own)."""
-    all_idx = np.arange(len(task.data.y_train))
     recipe = profile.recipe_for(task.data.name)
-    original = train_or_load(task.data, all_idx, profile.arch, recipe, seed=seed, role="original",
+    original = train_or_load(task.data, task.train_idx, profile.arch, recipe, seed=seed, role="original",
                              device=device, progress=progress)
     if not retrain:
         return References(original, None)
@@ -185,16 +193,108 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
     return records
 
 
-def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
-         device="auto", progress: bool = True, view: Callable[[ForgetTask, int], ForgetTask] | None = None,
-         quick: bool | str = False) -> list[dict]:
-    """Run every hyperparameter setting in ``grids`` ({method: [settings, ...]}) on one seed and score it by
-    :func:`~unlearnlib.metrics.retrain_gap` against that seed's retrain model. Returns one record per setting.
+class ProtocolError(ValueError):
+    """A selection step was asked to do what the evaluation protocol forbids (read the test split, tune on a
+    reported request or seed, give methods unequal budgets). The message says what to do instead."""
 
-    ``view`` and ``quick`` work as in :func:`run_methods` (every method sees the same view). Pick with
-    :func:`best_settings`. Tuning against the retrain model is what the papers' "tuning knobs" amount to; a chapter
-    that tunes on a seed it also reports must say so.
+
+@dataclass
+class Tuning:
+    """What :func:`tune` did: one record per setting tried (scored on the validation split), the setting chosen
+    for each method, and ``config``, the facts a results file must record (request, seed, budget, grids, choice)."""
+
+    records: list[dict]
+    chosen: dict[str, dict]
+    config: dict
+
+
+def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
+    """Two requests are the same when they forget the same samples of the same data (or the same classes)."""
+    if a.kind in ("full_class", "sub_class") and a.kind == b.kind and a.data.name == b.data.name:
+        if {k: v for k, v in a.params.items() if k in ("classes", "fine_class")} == \
+                {k: v for k, v in b.params.items() if k in ("classes", "fine_class")}:
+            return True
+    return (len(a.forget_idx) == len(b.forget_idx) and np.array_equal(a.forget_idx, b.forget_idx)
+            and a.data.fingerprint() == b.data.fingerprint())
+
+
+def check_tuning_request(request: ForgetTask, seed: int, *, reported: Sequence[ForgetTask],
+                         reported_seeds: Sequence[int]) -> None:
+    """Refuse a tuning request that is one of the ``reported`` requests, or a tuning ``seed`` that is reported."""
+    if seed in set(reported_seeds):
+        raise ProtocolError(f"tuning seed {seed} is also a reported seed {sorted(reported_seeds)}: a setting chosen on "
+                            f"it would be scored on the models it was chosen with. Tune on a seed that is not reported "
+                            f"(e.g. profile.tuning_seed)")
+    for task in reported:
+        if _same_request(request, task):
+            raise ProtocolError(f"the tuning request ({request.describe()}) is a reported request: choosing settings "
+                                f"on it, against its own retrain model, flatters every method. Tune on another class, "
+                                f"subset, pool or corruption draw (e.g. unlearnlib.tasks.full_class with another class)")
+
+
+def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
+         reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None, split: str = "validation",
+         device="auto", progress: bool = True,
+         view: Callable[[ForgetTask, int], ForgetTask] | None = None) -> Tuning:
+    """Choose each method's hyperparameters on a tuning request, as the protocol says.
+
+    Every setting in ``grids`` ({method: [settings, ...]}, the same number for every method) runs on ``request``
+    (never one of the ``reported`` requests) with the original model of the tuning ``seed`` (never one of the
+    ``reported_seeds``, by default the profile's seeds). Each model is scored with
+    :func:`~unlearnlib.metrics.validation_evaluate` and ranked by :func:`~unlearnlib.metrics.retrain_gap` on
+    ``forget_acc`` and ``val_acc`` against the request's own retrain model (the common practice in the literature;
+    that model is never reported). The method sees ``request.sealed()``: its test split is empty, so no choice can
+    read it. ``view`` (e.g. a few-shot budget) works as in :func:`run_methods`. Ties go to the first setting tried.
     """
+    if split != "validation":
+        raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
+                            f"split='validation', carved from the training data (data.val_idx)")
+    sizes = {name: len(grid) for name, grid in grids.items()}
+    if len(set(sizes.values())) > 1:
+        raise ProtocolError(f"every method gets the same tuning budget, but the grids differ in size: {sizes}. Give "
+                            f"each method as many settings (repeat or add points)")
+    if not grids or min(sizes.values()) < 1:
+        raise ProtocolError("tune needs at least one setting per method")
+    reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
+    check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+    sealed = request.sealed()
+    if len(sealed.val_idx) == 0:
+        raise ProtocolError(f"{request.describe()} has no validation split to tune on")
+    # the reference models train on D and D_r only; they come from the cache under the request's own data key
+    refs = reference_models(request, profile, seed, device=device, progress=progress)
+    _warm_up(refs.original.model, sealed, device)
+    ref_rec = validation_evaluate(refs.retrain.model, sealed, device=device)
+    seen = view(sealed, seed) if view else sealed
+    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
+    records = []
+    for name, hp in tqdm(runs, desc=f"tuning on {request.describe()}", disable=not progress, leave=False):
+        result = unlearn(name, refs.original.model, seen, seed=seed, device=device, **hp)
+        rec = validation_evaluate(result.model, sealed, device=device)
+        records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
+                        "seconds": result.seconds, "retrain_gap": retrain_gap(rec, ref_rec, utility="val_acc")})
+    chosen = best_settings(records)
+    config = {"request": request.describe(), "request_params": {k: v for k, v in request.params.items()
+                                                                 if k != "source_idx"},
+              "seed": seed, "reported_seeds": reported_seeds, "budget": min(sizes.values()),
+              "selection": "retrain_gap on forget_acc and val_acc (validation split) against the tuning request's "
+                           "retrain model",
+              "reference": {k: ref_rec[k] for k in ("forget_acc", "val_acc", "val_forget_acc")},
+              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}
+    return Tuning(records, chosen, config)
+
+
+def tune_on_reported_task(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
+                          device="auto", progress: bool = True,
+                          view: Callable[[ForgetTask, int], ForgetTask] | None = None,
+                          quick: bool | str = False) -> list[dict]:
+    """The selection the book used before its evaluation protocol: every setting scored by the test accuracy
+    against the *reported* task's retrain model, on a seed that is also reported. It selects on the test split and
+    flatters every method, and warns so. Kept only so that chapters executed before the protocol (SSD,
+    class-level, comparison) still run as they ran until they are re-executed with :func:`tune`."""
+    import warnings
+
+    warnings.warn("tune_on_reported_task selects on the test split of a reported task; use experiment.tune",
+                  ProtocolWarning, stacklevel=2)
     ctx = _prepare(task, profile, seed, device, progress)
     ref_rec = _score(ctx.ref_out, task, profile, seed, device, quick, None)
     seen = view(task, seed) if view else None
@@ -205,6 +305,10 @@ def tune(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mappin
         records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec, "seconds": seconds,
                         "retrain_gap": retrain_gap(rec, ref_rec)})
     return records
+
+
+class ProtocolWarning(UserWarning):
+    """A step that the evaluation protocol would refuse ran anyway (kept for chapters not yet re-executed)."""
 
 
 def best_settings(records: Sequence[dict]) -> dict[str, dict]:
@@ -298,7 +402,7 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
                          **corruption_kw.get(corruption, {}))
         if forget_sets is not None:
             task = fixed(task, Path(forget_sets) / f"{corruption}-rate{rate:g}-seed{seed}.npz")
-        original = train_or_load(task.data, np.arange(len(task.data.y_train)), profile.arch, recipe, seed=seed,
+        original = train_or_load(task.data, task.train_idx, profile.arch, recipe, seed=seed,
                                  role=f"original ({corruption})", device=device, progress=progress)
         for label, spec in methods.items():
             if (corruption, rate, seed, label) in seen:

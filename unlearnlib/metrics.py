@@ -63,7 +63,11 @@ METRIC_INFO: dict[str, str] = {
     "utility_x_healed": "utility x healed, REM's score (high is good)",
     "healed_test": "trigger: triggered test accuracy; label swap: test accuracy on the swapped classes",
     "seconds": "wall-clock seconds of the unlearning call (retrain: of training from scratch)",
-    "retrain_gap": "|forget_acc - retrain's| + |test_acc - retrain's|: distance to the retrain model (0 is best)",
+    "retrain_gap": "|forget_acc - retrain's| + |test_acc - retrain's|: distance to the retrain model (0 is best); "
+                   "in tuning records, with val_acc in place of test_acc",
+    "class_test_acc": "clean test accuracy of every class, by class name (no deletion hides behind an aggregate)",
+    "val_acc": "accuracy on the validation images of what remains (selection only; the counterpart of test_acc)",
+    "val_forget_acc": "accuracy on the validation images of the forgotten class/sub-class (selection only)",
 }
 
 
@@ -138,13 +142,41 @@ def activation_distance(logits: torch.Tensor, reference_logits: torch.Tensor) ->
     return (p - q).norm(dim=1).mean().item()
 
 
-def retrain_gap(record: dict, retrain_record: dict) -> float:
+def retrain_gap(record: dict, retrain_record: dict, *, utility: str = "test_acc") -> float:
     """How far a model is from the retrain model on the two accuracies that define forgetting and utility:
     ``|forget_acc - forget_acc_retrain| + |test_acc - test_acc_retrain|`` (0 = indistinguishable on both).
 
-    Used to pick hyperparameters and to plot time against quality; it deliberately ignores the MIAs, which are
-    reported separately."""
-    return abs(record["forget_acc"] - retrain_record["forget_acc"]) + abs(record["test_acc"] - retrain_record["test_acc"])
+    Reports and plots use it with the test accuracy. Tuning (:func:`unlearnlib.experiment.tune`) uses it with
+    ``utility="val_acc"``, the accuracy on the validation split, so that no choice reads the test split. It
+    deliberately ignores the MIAs, which are reported separately."""
+    return (abs(record["forget_acc"] - retrain_record["forget_acc"])
+            + abs(record[utility] - retrain_record[utility]))
+
+
+def class_accuracies(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, float]:
+    """Accuracy on each class's samples, keyed by class name (NaN for a class with none)."""
+    hits = (logits.argmax(1) == labels).float()
+    return {name: (hits[labels == c].mean().item() if (labels == c).any() else float("nan"))
+            for c, name in enumerate(classes)}
+
+
+def validation_evaluate(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
+    """What a selection step may look at: ``forget_acc`` on D_f (training data the method is given) and, on the
+    validation split, ``val_acc`` (what remains) and ``val_forget_acc`` (the forgotten class's validation images;
+    NaN for sample-level tasks). Never reads the test split."""
+    d = task.data
+    if len(task.val_idx) == 0:
+        raise ValueError(f"{task.describe()} has no validation split to select on; load the data with "
+                         f"unlearnlib.load_dataset (which attaches data.val_idx), not a view without one")
+    y = d.y_train
+    forget = _finite(predict_logits(model, d, task.forget_idx, split="train", device=device))
+    val = _finite(predict_logits(model, d, task.val_idx, split="train", device=device))
+    gone = np.isin(task.val_idx, task.val_forget_idx)
+    y_val = y[torch.from_numpy(task.val_idx)]
+    keep, drop = torch.from_numpy(~gone), torch.from_numpy(gone)
+    return {"forget_acc": accuracy_from_logits(forget, y[torch.from_numpy(task.forget_idx)]),
+            "val_acc": accuracy_from_logits(val[keep], y_val[keep]),
+            "val_forget_acc": accuracy_from_logits(val[drop], y_val[drop])}
 
 
 @dataclass
@@ -211,6 +243,7 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
                                              true_class_confidence(test_logits, test_y),
                                              true_class_confidence(out.forget, y_f),
                                              max_samples=svc_max_samples, seed=seed),
+        "class_test_acc": class_accuracies(test_logits, test_y, d.classes),
     }
     if reference is not None:
         ref = reference if isinstance(reference, Outputs) else task_outputs(reference, task, device=device)
@@ -238,6 +271,8 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     }
     if retain:
         record["retain_acc"] = accuracy_from_logits(out.retain, d.y_train[torch.from_numpy(task.retain_idx)])
+    test_y = torch.cat([d.y_test[torch.from_numpy(task.test_retain_idx)], d.y_test[torch.from_numpy(task.test_forget_idx)]])
+    record["class_test_acc"] = class_accuracies(torch.cat([out.test_retain, out.test_forget]), test_y, d.classes)
     return record
 
 
@@ -267,4 +302,4 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
     return {"healed": healed, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
-            "test_acc": float(correct.mean())}
+            "test_acc": float(correct.mean()), "class_test_acc": class_accuracies(test_logits, d.y_test, d.classes)}

@@ -316,6 +316,27 @@ def fresh_copy(model: nn.Module, *, seed: int | None = None) -> nn.Module:
                        pretrained=spec.get("pretrained", False), seed=seed)
 
 
+class MaskedLogits(nn.Module):
+    """A model whose logits for ``classes`` are replaced by ``value`` (a large negative number), so that it never
+    predicts them; every other logit is the wrapped model's, bit for bit. No training: the trivial baseline for
+    forgetting a class (``mask_classes``) or never predicting a trigger's target (``suppress_target``)."""
+
+    def __init__(self, model: nn.Module, classes, num_classes: int, value: float = -1e4):
+        super().__init__()
+        self.model = model
+        mask = torch.zeros(num_classes, dtype=torch.bool)
+        mask[list(classes)] = True
+        self.register_buffer("mask", mask)
+        self.value = value
+        self.classes = sorted(int(c) for c in classes)
+        if hasattr(model, "unlearnlib_spec"):
+            self.unlearnlib_spec = dict(model.unlearnlib_spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits.masked_fill(self.mask.to(logits.device), self.value)
+
+
 def check_compatible(model: nn.Module, data) -> None:
     """Raise a clear error when ``model`` cannot serve ``data`` (wrong number of classes, channels or size)."""
     spec = getattr(model, "unlearnlib_spec", None)

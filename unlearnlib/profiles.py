@@ -28,6 +28,8 @@ class Profile:
     svc_max_samples: int = 2000
     #: how many samples a "random" forget task has on this profile
     random_forget: int = 600
+    #: the seed that hyperparameters are tuned on; never one of ``seeds``, which are reported
+    tuning_seed: int = 100
     description: str = ""
     #: recipes that replace ``recipe`` for some datasets (the papers train longer on harder datasets)
     dataset_recipes: dict = field(default_factory=dict)

@@ -11,6 +11,11 @@ Kinds:
 - ``instances``: k given training indices;
 - ``corrupted``: a corrupted training set (trigger patch, interclass label swap or random relabelling), of which a
   fraction ``discovery_rate`` is known (D_f) and the rest stays hidden inside D_r.
+
+The validation split (``data.val_idx``) belongs to neither D_f nor D_r: every constructor builds both from the rest
+of the training split, so that no original or retrain model trains on it. ``task.val_forget_idx`` and
+``task.val_retain_idx`` are its two parts (the forgotten class's validation images and the others, for class tasks;
+nothing and everything otherwise). Selection reads them; the test split is read only to report.
 """
 from __future__ import annotations
 
@@ -57,6 +62,51 @@ class ForgetTask:
             raise ValueError(f"empty retain set for {self.describe()}: every training sample would be forgotten")
         if np.intersect1d(self.forget_idx, self.retain_idx).size:
             raise ValueError("forget and retain sets overlap")
+        val = self.val_idx
+        if len(val) and (np.intersect1d(self.forget_idx, val).size or np.intersect1d(self.retain_idx, val).size):
+            raise ValueError(f"the forget or retain set of {self.describe()} overlaps the validation split "
+                             f"(data.val_idx), on which no model may train; build the task with the constructors "
+                             f"in unlearnlib.tasks, which leave it out")
+
+    # ---------------------------------------------------------------------------------------------------------
+    @property
+    def val_idx(self) -> np.ndarray:
+        """The validation split (training-split indices; empty when the dataset has none, e.g. a few-shot view)."""
+        v = self.data.val_idx
+        return np.array([], np.int64) if v is None else np.asarray(v, np.int64)
+
+    @property
+    def train_idx(self) -> np.ndarray:
+        """D = D_f + D_r: everything the original model trains on (the training split minus the validation split)."""
+        return np.union1d(self.forget_idx, self.retain_idx)
+
+    def _val_forgotten(self) -> np.ndarray:
+        val = self.val_idx
+        if self.kind == "full_class":
+            return np.isin(self.data.y_train.numpy()[val], self.params["classes"])
+        if self.kind == "sub_class":
+            return self.data.fine_train.numpy()[val] == self.params["fine_class"]
+        return np.zeros(len(val), bool)
+
+    @property
+    def val_forget_idx(self) -> np.ndarray:
+        """Validation images of what is forgotten (the class or sub-class); empty for sample-level tasks."""
+        return self.val_idx[self._val_forgotten()]
+
+    @property
+    def val_retain_idx(self) -> np.ndarray:
+        """Validation images of what remains: the validation counterpart of ``test_retain_idx``."""
+        return self.val_idx[~self._val_forgotten()]
+
+    def sealed(self) -> "ForgetTask":
+        """The same request with the test split removed (empty test images, labels and indices): what a selection
+        step is given, so that it cannot read the test split even by accident."""
+        d = self.data
+        data = replace(d, x_test=d.x_test[:0], y_test=d.y_test[:0],
+                       fine_test=None if d.fine_test is None else d.fine_test[:0],
+                       spec={**d.spec, "sealed": True})
+        empty = np.array([], np.int64)
+        return replace(self, data=data, test_forget_idx=empty, test_retain_idx=empty)
 
     # ---------------------------------------------------------------------------------------------------------
     @property
@@ -94,7 +144,8 @@ class ForgetTask:
     def save(self, path: str | Path) -> Path:
         """Write the task to ``path`` (.npz) atomically: indices, parameters, dataset spec and fingerprint."""
         meta = {"kind": self.kind, "params": self.params, "dataset": _base_spec(self.data),
-                "fingerprint": self.data.fingerprint(), "format": 1}
+                "fingerprint": self.data.fingerprint(), "format": 2,
+                "validation": {"size": int(len(self.val_idx)), "digest": _digest(self.val_idx)}}
         arrays = {"forget_idx": self.forget_idx, "retain_idx": self.retain_idx,
                   "test_forget_idx": self.test_forget_idx, "test_retain_idx": self.test_retain_idx}
         if self.corruption is not None:
@@ -116,6 +167,10 @@ class ForgetTask:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format", 1) < 2:
+            raise ValueError(f"the forget set {path} was saved before the evaluation protocol (format 1): its sets "
+                             f"include the validation split that models must not train on. Delete it; the chapter "
+                             f"that uses it fixes it again under the protocol when it runs")
         spec = meta["dataset"]
         if data is None:
             data = load_dataset(spec["name"], train_size=spec.get("train_size"), test_size=spec.get("test_size"),
@@ -129,6 +184,11 @@ class ForgetTask:
             raise ValueError(f"the dataset loaded for {path} differs from the one the task was made on "
                              f"({spec}); were the data files replaced or a different variant loaded "
                              f"(e.g. CIFAR-10 JPEG vs official)?")
+        val = np.array([], np.int64) if data.val_idx is None else np.asarray(data.val_idx, np.int64)
+        if _digest(val) != meta["validation"]["digest"]:
+            raise ValueError(f"the forget set {path} was made with another validation split than "
+                             f"{data.name!r} has now (see unlearnlib.data.validation_file); restore that split's "
+                             f"file, or delete {path} to fix the task again")
         return cls(meta["kind"], data, arrays["forget_idx"], arrays["retain_idx"], arrays["test_forget_idx"],
                    arrays["test_retain_idx"], meta["params"], corruption)
 
@@ -156,8 +216,18 @@ def _base_spec(data: ImageData) -> dict:
     return {k: v for k, v in data.spec.items() if k in ("name", "variant", "train_size", "test_size", "subset_seed")}
 
 
-def _split_by_mask(mask_train: np.ndarray, mask_test: np.ndarray) -> tuple[np.ndarray, ...]:
-    return (np.flatnonzero(mask_train), np.flatnonzero(~mask_train), np.flatnonzero(mask_test),
+def _in_validation(data: ImageData) -> np.ndarray:
+    """A boolean mask over the training split: True on the validation split."""
+    mask = np.zeros(len(data.y_train), bool)
+    if data.val_idx is not None:
+        mask[np.asarray(data.val_idx)] = True
+    return mask
+
+
+def _split_by_mask(data: ImageData, mask_train: np.ndarray, mask_test: np.ndarray) -> tuple[np.ndarray, ...]:
+    """forget, retain (both outside the validation split), test forget, test retain."""
+    usable = ~_in_validation(data)
+    return (np.flatnonzero(mask_train & usable), np.flatnonzero(~mask_train & usable), np.flatnonzero(mask_test),
             np.flatnonzero(~mask_test))
 
 
@@ -173,7 +243,7 @@ def full_class(data: ImageData, classes: int | str | Iterable[int | str]) -> For
         raise ValueError("full_class needs at least one class to forget")
     if len(ids) == data.num_classes:
         raise ValueError("full_class would forget every class; nothing would remain")
-    parts = _split_by_mask(np.isin(data.y_train.numpy(), ids), np.isin(data.y_test.numpy(), ids))
+    parts = _split_by_mask(data, np.isin(data.y_train.numpy(), ids), np.isin(data.y_test.numpy(), ids))
     return ForgetTask("full_class", data, *parts, params={"classes": ids})
 
 
@@ -183,14 +253,16 @@ def sub_class(data: ImageData, fine_class: int | str) -> ForgetTask:
     mask_train = (data.fine_train == fine).numpy()
     mask_test = (data.fine_test == fine).numpy()
     superclass = int(data.y_train[torch.from_numpy(mask_train)][0]) if mask_train.any() else -1
-    return ForgetTask("sub_class", data, *_split_by_mask(mask_train, mask_test),
+    return ForgetTask("sub_class", data, *_split_by_mask(data, mask_train, mask_test),
                       params={"fine_class": fine, "superclass": superclass})
 
 
 def random_samples(data: ImageData, n: int | None = None, *, fraction: float | None = None,
                    seed: int = 0) -> ForgetTask:
-    """Forget a random subset of the training set, of ``n`` samples or a ``fraction`` of it (fixed by ``seed``)."""
-    total = len(data.y_train)
+    """Forget a random subset of the training set outside the validation split, of ``n`` samples or a ``fraction``
+    of it (fixed by ``seed``)."""
+    pool = data.train_idx
+    total = len(pool)
     if (n is None) == (fraction is None):
         raise ValueError("give exactly one of n (a count) or fraction")
     if fraction is not None:
@@ -199,10 +271,8 @@ def random_samples(data: ImageData, n: int | None = None, *, fraction: float | N
         n = int(round(fraction * total))
     if not 0 < n < total:
         raise ValueError(f"n must be between 1 and {total - 1} (the training set has {total} samples), got {n}")
-    forget = np.random.default_rng(seed).choice(total, size=n, replace=False)
-    mask = np.zeros(total, bool)
-    mask[forget] = True
-    return ForgetTask("random", data, np.flatnonzero(mask), np.flatnonzero(~mask), np.array([], np.int64),
+    forget = np.sort(pool[np.random.default_rng(seed).choice(total, size=n, replace=False)])
+    return ForgetTask("random", data, forget, np.setdiff1d(pool, forget), np.array([], np.int64),
                       np.arange(len(data.y_test)), params={"n": int(n), "seed": seed})
 
 
@@ -216,9 +286,15 @@ def instances(data: ImageData, indices: Sequence[int]) -> ForgetTask:
         raise ValueError(f"indices must be in 0..{total - 1}; got min {idx.min()}, max {idx.max()}")
     if len(np.unique(idx)) != len(idx):
         raise ValueError("indices contain duplicates")
+    in_val = np.intersect1d(idx, data.val_idx if data.val_idx is not None else [])
+    if in_val.size:
+        raise ValueError(f"{in_val.size} of the indices (e.g. {in_val[:3].tolist()}) are in the validation split, on "
+                         f"which no model trains, so there is nothing to forget there; pick indices from "
+                         f"data.train_idx")
     mask = np.zeros(total, bool)
     mask[idx] = True
-    return ForgetTask("instances", data, np.flatnonzero(mask), np.flatnonzero(~mask), np.array([], np.int64),
+    usable = ~_in_validation(data)
+    return ForgetTask("instances", data, np.flatnonzero(mask), np.flatnonzero(~mask & usable), np.array([], np.int64),
                       np.arange(len(data.y_test)), params={"k": int(idx.size)})
 
 
@@ -267,22 +343,23 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
     rng = np.random.default_rng(seed)
     y = data.y_train.numpy()
     total = len(y)
+    usable = ~_in_validation(data)  # the validation split stays clean, and outside D_f and D_r
     if (n_corrupt is None) == (fraction is None):
         raise ValueError("give exactly one of n_corrupt or fraction")
-    n = n_corrupt if n_corrupt is not None else int(round(fraction * total))
+    n = n_corrupt if n_corrupt is not None else int(round(fraction * usable.sum()))
     if corruption == "trigger":
         target = data.class_index(target_class)
-        pool = np.flatnonzero(y != target)
+        pool = np.flatnonzero((y != target) & usable)
     elif corruption == "label_swap":
         a, b = (data.class_index(c) for c in swap_classes)
         if a == b:
             raise ValueError("swap_classes must be two different classes")
         pool = None
     else:
-        pool = np.arange(total)
+        pool = np.flatnonzero(usable)
     if corruption == "label_swap":
         half = n // 2
-        pa, pb = np.flatnonzero(y == a), np.flatnonzero(y == b)
+        pa, pb = np.flatnonzero((y == a) & usable), np.flatnonzero((y == b) & usable)
         if half < 1 or half > min(len(pa), len(pb)):
             raise ValueError(f"n_corrupt must be between 2 and {2 * min(len(pa), len(pb))} for a label swap")
         chosen = np.concatenate([rng.choice(pa, half, replace=False), rng.choice(pb, n - half, replace=False)])
@@ -313,7 +390,7 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
         params["target_class"] = int(target)
     if corruption == "label_swap":
         params["swap_classes"] = [int(a), int(b)]
-    return ForgetTask("corrupted", bad, np.flatnonzero(mask), np.flatnonzero(~mask), np.array([], np.int64),
+    return ForgetTask("corrupted", bad, np.flatnonzero(mask), np.flatnonzero(~mask & usable), np.array([], np.int64),
                       np.arange(len(data.y_test)), params=params, corruption=info)
 
 
@@ -373,7 +450,7 @@ def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
     small = replace(data, x_train=data.x_train[pick], y_train=data.y_train[pick], x_test=data.x_test[:0],
                     y_test=data.y_test[:0],
                     fine_train=None if data.fine_train is None else data.fine_train[pick],
-                    fine_test=None if data.fine_test is None else data.fine_test[:0],
+                    fine_test=None if data.fine_test is None else data.fine_test[:0], val_idx=None,
                     spec={**data.spec, "few_shot": {"per_class": int(per_class), "seed": seed}})
     params = {**task.params, "per_class": int(per_class), "budget_seed": seed, "source_idx": source.tolist()}
     empty = np.array([], np.int64)

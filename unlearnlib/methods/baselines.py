@@ -12,6 +12,13 @@
   frozen reference model; no retain data.
 - ``scrub``: SCRUB (Kurmanji et al. 2023): a student that moves away from the original (teacher) on D_f and stays
   close to it, and to the labels, on D_r.
+
+Trivial baselines (no training, 0 s), so that a reader sees what a method adds beyond them:
+
+- ``mask_classes``: the original with the forgotten classes' logits set to a large negative value. For a class
+  task that is the class; for a sub-class task it is the whole superclass (a logit cannot tell the fine classes
+  apart), which shows what a sub-class method must beat.
+- ``suppress_target``: the original that never predicts one class, the target of a trigger (backdoor) by default.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import fresh_copy
+from ..models import MaskedLogits, fresh_copy
 from ..training import Recipe, accuracy, batches, make_optimizer, set_seed, train_model
 from . import register
 
@@ -32,6 +39,33 @@ from . import register
 def original(model: nn.Module, task, *, seed: int = 0, device="cpu") -> nn.Module:
     """Return the original model unchanged (a copy)."""
     return model
+
+
+@register("mask_classes", paper="trivial baseline: mask the forgotten classes' logits")
+def mask_classes(model: nn.Module, task, *, seed: int = 0, device="cpu", value: float = -1e4) -> nn.Module:
+    """Never predict the forgotten classes: their logits become ``value``; the others are left bitwise unchanged."""
+    if task.kind == "full_class":
+        classes = task.forget_classes
+    elif task.kind == "sub_class":
+        classes = [task.params["superclass"]]
+    else:
+        raise ValueError(f"mask_classes needs a class or sub-class task, got a {task.kind!r} task: there is no class to "
+                         f"mask. The trivial baseline there is 'original' (do nothing)")
+    return MaskedLogits(model, classes, task.num_classes, value)
+
+
+@register("suppress_target", paper="trivial baseline: never predict the trigger's target class")
+def suppress_target(model: nn.Module, task, *, seed: int = 0, device="cpu", target_class: int | str | None = None,
+                    value: float = -1e4) -> nn.Module:
+    """Never predict ``target_class`` (by default a trigger task's target): its logit becomes ``value``."""
+    if target_class is None:
+        if task.kind != "corrupted" or "target_class" not in task.params:
+            raise ValueError(f"suppress_target needs a trigger task (tasks.corrupted(..., 'trigger')) or an explicit "
+                             f"target_class=...; got a {task.kind!r} task without a target")
+        target = task.params["target_class"]
+    else:
+        target = task.data.class_index(target_class)
+    return MaskedLogits(model, [target], task.num_classes, value)
 
 
 @register("retrain", paper="exact unlearning by retraining from scratch")

@@ -398,15 +398,17 @@ def newton_step(model: MixedLinear, data, remaining, *, solver: str = "sgd", epo
 
 
 def core_split(data, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A class-stratified random ``fraction`` of the training split as core data; the rest is user data."""
+    """A class-stratified random ``fraction`` of the training split (without its validation split, on which no
+    model trains) as core data; the rest is user data."""
     if not 0 < fraction < 1:
         raise ValueError(f"core fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
-    y = data.y_train.numpy()
-    core = np.concatenate([rng.choice(np.flatnonzero(y == c), int(round(fraction * (y == c).sum())), replace=False)
+    pool = data.train_idx
+    y = data.y_train.numpy()[pool]
+    core = np.concatenate([rng.choice(pool[y == c], int(round(fraction * (y == c).sum())), replace=False)
                            for c in range(data.num_classes)])
     core = np.sort(core)
-    return core, np.setdiff1d(np.arange(len(y)), core)
+    return core, np.setdiff1d(pool, core)
 
 
 def fit_mixed_linear(core: nn.Module, data, core_idx, user_idx, *, linearize: str = "head", mu: float = 1e-3,

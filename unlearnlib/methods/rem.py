@@ -78,10 +78,10 @@ def repair(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Opti
     """One pass over the whole training set through the masked network (D_f under the shared mask, every other
     sample under its own), with NPO on theta_o1 for the D_f samples of each batch. Returns the mean loss."""
     model.train()
-    everything = np.arange(len(task.data.y_train))
-    known = torch.zeros(len(everything), dtype=torch.bool)
+    everything = task.train_idx  # D_f + D_r; the validation split is never trained on
+    known = torch.zeros(len(task.data.y_train), dtype=torch.bool)
     known[torch.from_numpy(task.forget_idx)] = True
-    order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed)).numpy()
+    order = everything[torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed)).numpy()]
     total, n = 0.0, 0
     for start, (x, y) in zip(range(0, len(order), batch_size),
                              batches(task.data, order, batch_size, seed=seed, device=device, augment=augment)):

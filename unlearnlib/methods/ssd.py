@@ -126,7 +126,7 @@ def visit_order(data: ImageData, order: str = "by_class", *, task=None, seed: in
     """
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
-    everything = np.arange(len(data.y_train))
+    everything = data.train_idx  # D: the training split without the validation split, which no model trained on
     labels = _sort_labels(data)
     if order == "official":
         if task is None:
@@ -136,7 +136,7 @@ def visit_order(data: ImageData, order: str = "by_class", *, task=None, seed: in
             retain = retain[np.argsort(labels[retain], kind="stable")]
         return np.concatenate([retain, task.forget_idx])
     if order == "by_class":
-        return everything[np.argsort(labels, kind="stable")]
+        return everything[np.argsort(labels[everything], kind="stable")]
     if order == "dataset":
         return everything
     return np.random.default_rng(seed).permutation(everything)
