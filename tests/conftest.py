@@ -51,8 +51,9 @@ def class_task(small_fashion):
 
 @pytest.fixture(scope="session")
 def trained(small_fashion, class_task):
-    """Original (all training data) and retrain (D_r only) small CNNs for ``class_task``, seed 0."""
-    all_idx = np.arange(len(small_fashion.y_train))
+    """Original (D = D_f + D_r, the training split without the validation split) and retrain (D_r only) small CNNs
+    for ``class_task``, seed 0."""
+    all_idx = class_task.train_idx
     original = train_or_load(small_fashion, all_idx, "small-cnn", TINY_RECIPE, seed=0, role="original",
                              device="cpu", progress=False)
     retrain = train_or_load(small_fashion, class_task.retain_idx, "small-cnn", TINY_RECIPE, seed=0, role="retrain",

@@ -50,7 +50,7 @@ def test_few_shot_rejects_a_budget_that_is_not_a_positive_count(class_task, bad)
 
 def test_few_shot_takes_every_sample_of_a_class_smaller_than_the_budget(class_task):
     view = tasks.few_shot(class_task, 10_000, seed=0)
-    assert len(view.data.y_train) == len(class_task.data.y_train)
+    assert len(view.data.y_train) == len(class_task.train_idx)  # all of D; the validation split is not D
 
 
 def test_the_method_reads_only_the_budget_it_is_given(trained, class_task, monkeypatch):
@@ -112,15 +112,28 @@ def test_parameters_outside_the_selection_are_bitwise_unchanged(trained, class_t
 
 
 def test_relevance_ratio_points_at_the_restricted_class_output(trained, class_task):
-    """The classifier row of the restricted class is far more relevant to it than to the other classes."""
+    """The classifier row of the restricted class is far more relevant to it than to the other classes.
+
+    Stated with ranks, not with a row's *mean* ratio: the ratio is heavy-tailed (a hidden unit that is almost silent
+    on the few remaining samples divides by almost zero, in every row), so a row mean is set by a handful of such
+    units and jumps with the last bits of the weights. Retraining the original from initial weights perturbed by
+    1e-6, as another CPU's float kernels would, moved the restricted row's mean from 11.5 to 2e5..8e6 and its rank
+    among the rows anywhere; the row *medians* stayed put (restricted row 0.6..1.1, next row 0.14..0.21, the other
+    eight <= 0.003; 0.13, 0.010 and <= 0.0003 for the model trained without the validation split). The ranking is
+    also what the method uses to select parameters."""
     model, view = trained[0], tasks.few_shot(class_task, 10, seed=0)
     r_f = CL.relevance(model, view.data, view.forget_idx, device="cpu")
     r_r = CL.relevance(model, view.data, view.retain_idx, device="cpu")
     ratio = CL.relevance_ratio(r_f, r_r)
     last = [n for n in ratio if n.endswith("weight")][-1]
-    row_means = ratio[last].mean(dim=1)
+    medians = ratio[last].median(dim=1).values
     (c,) = class_task.forget_classes
-    assert row_means[c] > 3 * torch.median(row_means)
+    assert medians.argmax() == c, medians
+    # observed 1000x to 2400x the median row (training seeds 0-2, perturbed trainings); 20x leaves a wide margin
+    assert medians[c] > 20 * medians.median(), medians
+    # the restricted row gets the largest share of the top 5 % (observed 0.48..0.64, the next row 0.13..0.27)
+    share = CL.select_top(ratio, 0.05)[last].float().mean(dim=1)
+    assert share.argmax() == c, share
 
 
 def test_relevance_equals_a_loop_over_single_samples(trained, class_task):
@@ -180,7 +193,8 @@ def test_run_methods_gives_the_method_the_view_and_evaluates_on_the_full_task(tr
 def test_quick_evaluate_agrees_with_evaluate(trained, class_task):
     full = metrics.evaluate(trained[0], class_task, device="cpu", svc_max_samples=200)
     quick = metrics.quick_evaluate(trained[0], class_task, device="cpu")
-    assert quick == {k: full[k] for k in metrics.QUICK_METRICS}
+    per_class = [k for k in full if k.startswith(metrics.CLASS_PREFIX)]
+    assert quick == {k: full[k] for k in [*metrics.QUICK_METRICS, *per_class]}
 
 
 def test_every_restricted_class_gets_its_own_share_of_the_selection(trained, small_fashion):

@@ -1,5 +1,7 @@
-"""The shared experiment loop: references from the cache, one record per run, tuning against the retrain model."""
-from unlearnlib.experiment import best_settings, run_methods, tune
+"""The shared experiment loop: references from the cache, one record per run (tuning: tests/test_protocol.py)."""
+import pytest
+
+from unlearnlib.experiment import ProtocolWarning, best_settings, run_methods, tune_on_reported_task
 from unlearnlib.profiles import Profile
 
 from conftest import TINY_RECIPE
@@ -23,10 +25,13 @@ def test_run_methods_records_every_method_with_the_retrain_time(trained, class_t
     assert by_method["random_labels"]["dataset_variant"] == "torchvision"
 
 
-def test_tuning_prefers_the_setting_closest_to_retraining(trained, class_task, small_fashion):
+def test_the_pre_protocol_tuning_warns_that_it_selects_on_the_test_split(trained, class_task, small_fashion):
+    """Kept only for the chapters executed before the protocol; it must say what it does."""
     grids = {"gradient_ascent": [{"lr": 1e-7}, {"lr": 0.02, "epochs": 3}],
              "random_labels": [{"epochs": 1}]}
-    records = tune(class_task, _profile(small_fashion), grids, seed=0, device="cpu", progress=False)
+    with pytest.warns(ProtocolWarning, match="test split"):
+        records = tune_on_reported_task(class_task, _profile(small_fashion), grids, seed=0, device="cpu",
+                                        progress=False)
     assert len(records) == 3 and all(r["retrain_gap"] >= 0 for r in records)
     useless = next(r for r in records if '"lr": 1e-07' in r["hparams"])
     assert useless["retrain_gap"] > 0.5  # a step this small forgets nothing

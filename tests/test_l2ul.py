@@ -19,7 +19,7 @@ FAST = dict(per_instance=4, pgd_iters=20, eps=2.0)  # the attack at a size the t
 @pytest.fixture(scope="module")
 def request16(small_fashion):
     """16 random training instances of mixed classes."""
-    base = tasks.instances(small_fashion, np.random.default_rng(0).choice(3000, 64, replace=False))
+    base = tasks.instances(small_fashion, np.random.default_rng(0).choice(small_fashion.train_idx, 64, replace=False))
     return tasks.split_instances(base, [16], seed=0)[0]
 
 
@@ -148,11 +148,11 @@ def test_bad_settings_are_refused_with_a_clear_error(trained, request16):
 # Requests and the experiment loops
 
 def test_split_instances_gives_nested_random_subsets_and_disjoint_sequences(small_fashion):
-    base = tasks.instances(small_fashion, np.arange(100, 164))
+    base = tasks.instances(small_fashion, small_fashion.train_idx[100:164])
     one, eight = tasks.split_instances(base, [1], seed=2)[0], tasks.split_instances(base, [8], seed=2)[0]
     assert set(one.forget_idx) <= set(eight.forget_idx)
     seq = tasks.split_instances(base, [16] * 4, seed=2)
-    assert sorted(np.concatenate([s.forget_idx for s in seq])) == list(range(100, 164))
+    assert sorted(np.concatenate([s.forget_idx for s in seq])) == small_fashion.train_idx[100:164].tolist()
     assert set(seq[0].forget_idx) == set(tasks.split_instances(base, [16], seed=2)[0].forget_idx)
     assert all(s.kind == "instances" and len(s.forget_idx) == 16 for s in seq)
     with pytest.raises(ValueError, match="need 80 samples"):
@@ -177,7 +177,7 @@ def test_run_methods_without_retrain_records_steps_and_success(request16):
 
 
 def test_continual_unlearning_serves_each_request_from_the_previous_model(small_fashion):
-    base = tasks.instances(small_fashion, np.random.default_rng(1).choice(3000, 24, replace=False))
+    base = tasks.instances(small_fashion, np.random.default_rng(1).choice(small_fashion.train_idx, 24, replace=False))
     requests = tasks.split_instances(base, [8, 8, 8], seed=0)
     recs = run_continual(requests, _profile(), {"L2UL": Setting("l2ul", FAST)}, seed=0, device="cpu",
                          progress=False)

@@ -58,10 +58,12 @@ def test_activation_distance_known_values():
 def test_evaluate_returns_every_metric_in_range(trained, class_task):
     original, retrain = trained
     rec = metrics.evaluate(original, class_task, reference=retrain, device="cpu", svc_max_samples=300)
+    per_class = metrics.per_class(rec)
+    assert list(per_class) == class_task.data.classes and all(0 <= v <= 1 for v in per_class.values())
     expected = {"forget_acc", "retain_acc", "test_acc", "test_forget_acc", *metrics.MIA_VARIANTS,
-                "activation_distance"}
+                "activation_distance", *(f"test_acc/{c}" for c in class_task.data.classes)}
     assert expected == set(rec)
-    assert set(rec) <= set(metrics.METRIC_INFO)
+    assert all(metrics.is_metric(k) for k in rec)
     for k, v in rec.items():
         assert 0 <= v <= (2 ** 0.5 if k == "activation_distance" else 1), k
     assert rec["forget_acc"] > 0.8  # the original model still knows the class

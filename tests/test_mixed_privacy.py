@@ -128,7 +128,10 @@ def test_sgd_forgetting_moves_towards_retraining_and_keeps_accuracy(small_fashio
     forgotten = unlearn("ml-forgetting", fitted, request, device="cpu", solver="sgd", epochs=3, batch_size=32,
                         sigma=0.0).model
     w0, wf, wr = (m.w_user.detach() for m in (fitted, forgotten, retrained))
-    assert (wf - wr).norm() < 0.75 * (w0 - wr).norm()  # 3 epochs resolve the high-curvature directions only
+    # 3 epochs resolve the high-curvature directions only: observed ratio 0.66 (the same with the core's initial
+    # weights perturbed by 1e-6, as another CPU's float kernels would); it depends on the curvature of the trained
+    # core, so 0.85 leaves room for another core and still fails a solver that does not move (1.0) or moves away
+    assert (wf - wr).norm() < 0.85 * (w0 - wr).norm()
     f = request.forget_idx
     before, after, target = (mp.data_loss(m, small_fashion, f, device="cpu") for m in (fitted, forgotten, retrained))
     assert after - before > 0.3 * (target - before) > 0
@@ -179,8 +182,10 @@ def test_conjugate_gradient_solves_a_small_system():
 
 def test_core_split_is_stratified_and_disjoint(small_fashion):
     core, user = mp.core_split(small_fashion, 0.2, seed=1)
-    assert len(np.intersect1d(core, user)) == 0 and len(core) + len(user) == 3000
+    everything = small_fashion.train_idx  # the validation split is neither core nor user data
+    assert len(np.intersect1d(core, user)) == 0 and np.array_equal(np.union1d(core, user), everything)
     counts = np.bincount(small_fashion.y_train.numpy()[core], minlength=10)
-    assert counts.min() == counts.max() == 60
+    per_class = np.bincount(small_fashion.y_train.numpy()[everything], minlength=10)
+    assert np.array_equal(counts, np.round(0.2 * per_class).astype(int))  # 20 % of each class
     with pytest.raises(ValueError, match="core fraction"):
         mp.core_split(small_fashion, 1.5)

@@ -28,7 +28,7 @@ def trigger_task(small_fashion):
 def backdoored(trigger_task):
     """A Capacity-0.5 small CNN trained on the triggered data: it has learned the backdoor."""
     recipe = TINY_RECIPE.replace(epochs=4)
-    return train_or_load(trigger_task.data, np.arange(len(trigger_task.data.y_train)), "small-cnn-capacity", recipe,
+    return train_or_load(trigger_task.data, trigger_task.train_idx, "small-cnn-capacity", recipe,
                          seed=0, role="original", device="cpu", progress=False).model
 
 

@@ -17,21 +17,37 @@ def _accs(model, task):
             accuracy(model, data, task.test_retain_idx, device="cpu"))
 
 
-@pytest.mark.parametrize("method, alpha, tolerance", [("ssd", 3.0, 0.03), ("lfssd", 6.0, 0.1)])
-def test_full_class_forgetting_removes_the_class_and_keeps_the_rest(trained, class_task, method, alpha, tolerance):
+# SSD with (alpha=3, lam=1) sits on a knife edge with this 3-epoch model: it forgot on training seed 0 (forget
+# accuracy 0.11, and 0.01..0.06 when the initial weights were perturbed by 1e-6, as another CPU's float kernels
+# would), 0.25 on the model trained without the validation split, but not on seed 1 (0.88): a CPU that trains
+# slightly different weights could fail it. (alpha=2, lam=0.1) dampens the selected parameters harder and forgot
+# completely (0.00) on all of these models, with test accuracy within +-0.004 of the original. LFSSD (alpha=6,
+# lam=1) forgot completely on all of them, test accuracy -0.043..+0.006 (tolerance 0.1).
+@pytest.mark.parametrize("method, alpha, lam, tolerance", [("ssd", 2.0, 0.1, 0.03), ("lfssd", 6.0, 1.0, 0.1)])
+def test_full_class_forgetting_removes_the_class_and_keeps_the_rest(trained, class_task, method, alpha, lam,
+                                                                     tolerance):
     # the class is 10 % of D, so alpha must stay below about 10 (see test_alpha_above_the_ceiling_warns)
     forget0, test0 = _accs(trained[0], class_task)
-    forget, test = _accs(unlearn(method, trained[0], class_task, device="cpu", alpha=alpha).model, class_task)
+    forget, test = _accs(unlearn(method, trained[0], class_task, device="cpu", alpha=alpha, lam=lam).model,
+                         class_task)
     assert forget0 > 0.8
     assert forget < 0.3, f"{method} did not forget: {forget0:.2f} -> {forget:.2f}"
     assert test > test0 - tolerance, f"{method} damaged the other classes: {test0:.2f} -> {test:.2f}"
 
 
-def test_alpha_above_the_ceiling_warns_and_selects_nothing(trained, class_task):
-    assert 9 < S.alpha_ceiling(class_task) < 11  # one class of ten
+def test_alpha_above_the_ceiling_warns_and_selects_almost_nothing(trained, class_task):
+    """Far above the ceiling SSD changes (almost) no parameter and forgets nothing. Not exactly nothing: in the
+    official order D_r's last batch straddles into D_f, so D's batches of D_f differ from D_f's own batches and a
+    few parameters can exceed the bound (0 to a few hundred of ~100,000 entries across trainings)."""
+    n_b = lambda n: -(-n // 64)  # noqa: E731  (batches of 64)
+    expected = (n_b(len(class_task.retain_idx)) + n_b(len(class_task.forget_idx))) / n_b(len(class_task.forget_idx))
+    assert S.alpha_ceiling(class_task) == pytest.approx(expected) and 8 < expected < 11  # one class of ten
     with pytest.warns(UserWarning, match="select .*no parameter"):
         out = unlearn("ssd", trained[0], class_task, device="cpu", alpha=50.0).model
-    assert all(torch.equal(a, b) for a, b in zip(trained[0].parameters(), out.parameters()))
+    changed = sum(int((a != b).sum()) for a, b in zip(trained[0].parameters(), out.parameters()))
+    total = sum(p.numel() for p in trained[0].parameters())
+    assert changed < 0.005 * total, f"{changed} of {total} entries changed"
+    assert _accs(out, class_task)[0] > 0.8, "an alpha far above the ceiling forgets nothing"
 
 
 def test_parameters_outside_the_selection_are_bitwise_unchanged(trained, class_task):
@@ -100,8 +116,12 @@ def test_precomputed_importance_on_d_gives_the_same_forgetting(trained, class_ta
     with_pre = unlearn("ssd", model, class_task, device="cpu", importance_d=pre, alpha=3.0).model
     fresh = unlearn("ssd", model, class_task, device="cpu", alpha=3.0).model
     (f1, t1), (f2, t2) = _accs(with_pre, class_task), _accs(fresh, class_task)
-    # by-class order differs from the request's order only in the batches at the class boundaries
-    assert abs(f1 - f2) < 0.05 and abs(t1 - t2) < 0.03
+    # by-class order differs from the request's order only in the batches at the class boundaries. Forget accuracy
+    # sits on a threshold (a parameter is dampened or not), so it differs more than test accuracy: observed |f1 - f2|
+    # 0.047 and 0.052 (models trained with and without the validation split), 0.006..0.027 when the initial weights
+    # were perturbed by 1e-6 (as another CPU's kernels would), 0.16 on training seed 1, where SSD at alpha=3 barely
+    # forgets at all; |t1 - t2| <= 0.002. 0.15 allows for another CPU's weights.
+    assert abs(f1 - f2) < 0.15 and abs(t1 - t2) < 0.03
 
 
 def test_precomputed_importance_must_belong_to_the_model_and_variant(trained, class_task):
@@ -118,8 +138,8 @@ def test_precomputed_importance_must_belong_to_the_model_and_variant(trained, cl
 
 def test_visit_orders(small_fashion, class_task):
     official = S.visit_order(small_fashion, "official", task=class_task)
-    n = len(small_fashion.y_train)
-    assert sorted(official.tolist()) == list(range(n))
+    everything = small_fashion.train_idx  # D: the training split without the validation split
+    assert sorted(official.tolist()) == everything.tolist()
     np.testing.assert_array_equal(official[-len(class_task.forget_idx):], class_task.forget_idx)
     labels = small_fashion.y_train.numpy()[official[:len(class_task.retain_idx)]]
     assert np.all(np.diff(labels) >= 0), "D_r is visited class by class for a class task"
@@ -127,7 +147,10 @@ def test_visit_orders(small_fashion, class_task):
     retain_part = S.visit_order(small_fashion, "official", task=random_task)[:-100]
     np.testing.assert_array_equal(retain_part, random_task.retain_idx)
     shuffled = S.visit_order(small_fashion, "shuffled", seed=1)
-    assert not np.array_equal(shuffled, np.arange(n)) and sorted(shuffled.tolist()) == list(range(n))
+    assert not np.array_equal(shuffled, everything) and sorted(shuffled.tolist()) == everything.tolist()
+    by_class = S.visit_order(small_fashion, "by_class")
+    assert sorted(by_class.tolist()) == everything.tolist()
+    assert np.all(np.diff(small_fashion.y_train.numpy()[by_class]) >= 0)
     assert S.default_batch_size(class_task) == 64 and S.default_batch_size(random_task) == 128
 
 
@@ -149,9 +172,11 @@ def test_sensitivity_grid_reuses_one_pair_of_importances(trained, class_task):
     model, data = trained[0], class_task.data
     scores_d = S.importance(model, data, S.visit_order(data, "official", task=class_task), batch_size=64)
     scores_f = S.importance(model, data, class_task.forget_idx, batch_size=64)
-    grid = S.sensitivity(model, class_task, scores_d, scores_f, [3.0, 50.0], [1.0], device="cpu", progress=False)
+    # (alpha=2, lam=0.1) forgets robustly across trainings (see the full-class test above); alpha=50 selects nothing
+    grid = S.sensitivity(model, class_task, scores_d, scores_f, [2.0, 50.0], [0.1], device="cpu", progress=False)
     by_alpha = {r["alpha"]: r for r in grid}
-    assert by_alpha[50.0]["selected"] == 0 and by_alpha[50.0]["forget_acc"] > 0.8
-    assert by_alpha[3.0]["selected"] > 0 and by_alpha[3.0]["forget_acc"] < 0.3
-    direct = unlearn("ssd", model, class_task, device="cpu", alpha=3.0).model
-    assert by_alpha[3.0]["forget_acc"] == _accs(direct, class_task)[0]
+    total = sum(p.numel() for p in model.parameters())  # far above the ceiling: almost nothing (see above)
+    assert by_alpha[50.0]["selected"] < 0.005 * total and by_alpha[50.0]["forget_acc"] > 0.8
+    assert by_alpha[2.0]["selected"] > 0 and by_alpha[2.0]["forget_acc"] < 0.3
+    direct = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1).model
+    assert by_alpha[2.0]["forget_acc"] == _accs(direct, class_task)[0]

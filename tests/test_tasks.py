@@ -8,9 +8,11 @@ from unlearnlib.tasks import ForgetTask
 
 
 def _partition_ok(task):
+    """D_f, D_r and the validation split partition the training split; the test split is split in two."""
     n = len(task.data.y_train)
     assert np.intersect1d(task.forget_idx, task.retain_idx).size == 0
-    assert len(task.forget_idx) + len(task.retain_idx) == n
+    assert np.intersect1d(task.train_idx, task.val_idx).size == 0
+    assert len(task.forget_idx) + len(task.retain_idx) + len(task.val_idx) == n
     assert np.intersect1d(task.test_forget_idx, task.test_retain_idx).size == 0
     assert len(task.test_forget_idx) + len(task.test_retain_idx) == len(task.data.y_test)
 
@@ -19,7 +21,9 @@ def test_full_class_forgets_exactly_the_class_in_train_and_test(fashion):
     task = tasks.full_class(fashion, "Sneaker")
     _partition_ok(task)
     sneaker = FASHION_CLASSES.index("Sneaker")
-    assert len(task.forget_idx) == 6000 and len(task.test_forget_idx) == 1000
+    assert len(task.forget_idx) == 5500 and len(task.test_forget_idx) == 1000  # 500 sneakers are in validation
+    assert len(task.val_forget_idx) == 500 and (fashion.y_train[task.val_forget_idx] == sneaker).all()
+    assert not (fashion.y_train[task.val_retain_idx] == sneaker).any()
     assert (fashion.y_train[task.forget_idx] == sneaker).all()
     assert not (fashion.y_train[task.retain_idx] == sneaker).any()
     assert task.forget_classes == [sneaker]
@@ -27,7 +31,7 @@ def test_full_class_forgets_exactly_the_class_in_train_and_test(fashion):
 
 def test_full_class_accepts_several_classes_by_index_or_name(fashion):
     task = tasks.full_class(fashion, [0, "Bag"])
-    assert len(task.forget_idx) == 12000 and task.params["classes"] == [0, 8]
+    assert len(task.forget_idx) == 11000 and task.params["classes"] == [0, 8]
 
 
 @pytest.mark.parametrize("bad", ["sneakers", 10, -1])
@@ -45,10 +49,10 @@ def test_sub_class_keeps_the_superclass_label():
     sup = load_dataset("fashion-mnist-super")
     task = tasks.sub_class(sup, "Sneaker")
     _partition_ok(task)
-    assert len(task.forget_idx) == 6000 and len(task.test_forget_idx) == 1000
+    assert len(task.forget_idx) == 5500 and len(task.test_forget_idx) == 1000  # 500 in the validation split
     assert set(sup.y_train[task.forget_idx].tolist()) == {task.params["superclass"]}
     # the superclass still has other members in the retain set
-    assert (sup.y_train[task.retain_idx] == task.params["superclass"]).sum() == 12000
+    assert (sup.y_train[task.retain_idx] == task.params["superclass"]).sum() == 11000  # Sandal, Ankle boot
 
 
 def test_sub_class_needs_a_superclass_dataset(fashion):
@@ -62,7 +66,8 @@ def test_random_samples_by_count_and_fraction_fixed_by_seed(fashion):
     assert len(a.forget_idx) == 600 and len(a.test_forget_idx) == 0 and len(a.test_retain_idx) == 10000
     assert np.array_equal(a.forget_idx, tasks.random_samples(fashion, 600, seed=0).forget_idx)
     assert not np.array_equal(a.forget_idx, tasks.random_samples(fashion, 600, seed=1).forget_idx)
-    assert len(tasks.random_samples(fashion, fraction=0.1, seed=0).forget_idx) == 6000
+    # a fraction of D, the 55,000 training images outside the validation split
+    assert len(tasks.random_samples(fashion, fraction=0.1, seed=0).forget_idx) == 5500
 
 
 @pytest.mark.parametrize("kwargs, match", [({}, "exactly one"), ({"n": 5, "fraction": 0.1}, "exactly one"),
@@ -132,7 +137,9 @@ def test_label_swap_and_random_label_corruptions(small_fashion):
     assert np.array_equal(c["corrupt_labels"], np.where(c["clean_labels"] == 2, 4, 2))
     rnd = tasks.corrupted(small_fashion, "random_label", fraction=0.02, discovery_rate=0.5, seed=0)
     c = rnd.corruption
-    assert len(c["corrupt_idx"]) == 60 and (c["corrupt_labels"] != c["clean_labels"]).all()
+    n_usable = len(small_fashion.train_idx)  # a fraction of D, outside the validation split, which stays clean
+    assert len(c["corrupt_idx"]) == round(0.02 * n_usable) and (c["corrupt_labels"] != c["clean_labels"]).all()
+    assert np.intersect1d(c["corrupt_idx"], small_fashion.val_idx).size == 0
     with pytest.raises(ValueError, match="discovery_rate"):
         tasks.corrupted(small_fashion, "trigger", n_corrupt=10, discovery_rate=0)
     with pytest.raises(ValueError, match="unknown corruption"):

@@ -244,7 +244,9 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     :func:`~unlearnlib.metrics.validation_evaluate` and ranked by :func:`~unlearnlib.metrics.retrain_gap` on
     ``forget_acc`` and ``val_acc`` against the request's own retrain model (the common practice in the literature;
     that model is never reported). The method sees ``request.sealed()``: its test split is empty, so no choice can
-    read it. ``view`` (e.g. a few-shot budget) works as in :func:`run_methods`. Ties go to the first setting tried.
+    read it. ``view`` (e.g. a few-shot budget) works as in :func:`run_methods`; with a view the forget accuracy of
+    the score is read on the forgotten class's validation images (``val_forget_acc``), since the method may not
+    read D_f beyond its budget. Ties go to the first setting tried.
     """
     if split != "validation":
         raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
@@ -265,19 +267,27 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     _warm_up(refs.original.model, sealed, device)
     ref_rec = validation_evaluate(refs.retrain.model, sealed, device=device)
     seen = view(sealed, seed) if view else sealed
+    forget_key = "forget_acc"
+    if view is not None:
+        if len(sealed.val_forget_idx) == 0:
+            raise ProtocolError("a tuning view (sample budget) needs a class or sub-class request, whose validation "
+                                "split holds images of the forgotten class to score forgetting on")
+        forget_key = "val_forget_acc"
     runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {request.describe()}", disable=not progress, leave=False):
         result = unlearn(name, refs.original.model, seen, seed=seed, device=device, **hp)
         rec = validation_evaluate(result.model, sealed, device=device)
         records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
-                        "seconds": result.seconds, "retrain_gap": retrain_gap(rec, ref_rec, utility="val_acc")})
+                        "seconds": result.seconds,
+                        "retrain_gap": retrain_gap(rec, ref_rec, utility="val_acc", forget=forget_key)})
     chosen = best_settings(records)
     config = {"request": request.describe(), "request_params": {k: v for k, v in request.params.items()
                                                                  if k != "source_idx"},
               "seed": seed, "reported_seeds": reported_seeds, "budget": min(sizes.values()),
-              "selection": "retrain_gap on forget_acc and val_acc (validation split) against the tuning request's "
-                           "retrain model",
+              "selection": f"retrain_gap on {forget_key} and val_acc (validation split) against the tuning "
+                           f"request's retrain model",
+              "view": None if view is None else seen.params.get("per_class"),
               "reference": {k: ref_rec[k] for k in ("forget_acc", "val_acc", "val_forget_acc")},
               "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}
     return Tuning(records, chosen, config)

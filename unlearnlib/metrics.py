@@ -65,7 +65,8 @@ METRIC_INFO: dict[str, str] = {
     "seconds": "wall-clock seconds of the unlearning call (retrain: of training from scratch)",
     "retrain_gap": "|forget_acc - retrain's| + |test_acc - retrain's|: distance to the retrain model (0 is best); "
                    "in tuning records, with val_acc in place of test_acc",
-    "class_test_acc": "clean test accuracy of every class, by class name (no deletion hides behind an aggregate)",
+    "test_acc/<class>": "clean test accuracy of one class, one column per class name (no deletion hides behind an "
+                        "aggregate; see per_class)",
     "val_acc": "accuracy on the validation images of what remains (selection only; the counterpart of test_acc)",
     "val_forget_acc": "accuracy on the validation images of the forgotten class/sub-class (selection only)",
 }
@@ -142,22 +143,39 @@ def activation_distance(logits: torch.Tensor, reference_logits: torch.Tensor) ->
     return (p - q).norm(dim=1).mean().item()
 
 
-def retrain_gap(record: dict, retrain_record: dict, *, utility: str = "test_acc") -> float:
+def retrain_gap(record: dict, retrain_record: dict, *, utility: str = "test_acc", forget: str = "forget_acc") -> float:
     """How far a model is from the retrain model on the two accuracies that define forgetting and utility:
     ``|forget_acc - forget_acc_retrain| + |test_acc - test_acc_retrain|`` (0 = indistinguishable on both).
 
     Reports and plots use it with the test accuracy. Tuning (:func:`unlearnlib.experiment.tune`) uses it with
-    ``utility="val_acc"``, the accuracy on the validation split, so that no choice reads the test split. It
-    deliberately ignores the MIAs, which are reported separately."""
-    return (abs(record["forget_acc"] - retrain_record["forget_acc"])
+    ``utility="val_acc"``, the accuracy on the validation split, so that no choice reads the test split, and with
+    ``forget="val_forget_acc"`` when the method may read only a few samples (its forget accuracy is then read on the
+    forgotten class's validation images, not on training data beyond the budget). It deliberately ignores the MIAs,
+    which are reported separately."""
+    return (abs(record[forget] - retrain_record[forget])
             + abs(record[utility] - retrain_record[utility]))
 
 
+#: the prefix of the per-class test accuracies in a record: ``test_acc/Sneaker``
+CLASS_PREFIX = "test_acc/"
+
+
 def class_accuracies(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, float]:
-    """Accuracy on each class's samples, keyed by class name (NaN for a class with none)."""
+    """Accuracy on each class's test samples as record fields ``test_acc/<class name>`` (NaN for a class with
+    none). Flat fields, so that records stay tables of numbers."""
     hits = (logits.argmax(1) == labels).float()
-    return {name: (hits[labels == c].mean().item() if (labels == c).any() else float("nan"))
+    return {f"{CLASS_PREFIX}{name}": (hits[labels == c].mean().item() if (labels == c).any() else float("nan"))
             for c, name in enumerate(classes)}
+
+
+def per_class(record: dict) -> dict[str, float]:
+    """The per-class test accuracies of a record, by class name."""
+    return {k[len(CLASS_PREFIX):]: v for k, v in record.items() if k.startswith(CLASS_PREFIX)}
+
+
+def is_metric(name: str) -> bool:
+    """Whether ``name`` is a documented metric (``METRIC_INFO``, per-class accuracies included)."""
+    return name in METRIC_INFO or name.startswith(CLASS_PREFIX)
 
 
 def validation_evaluate(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
@@ -243,7 +261,7 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
                                              true_class_confidence(test_logits, test_y),
                                              true_class_confidence(out.forget, y_f),
                                              max_samples=svc_max_samples, seed=seed),
-        "class_test_acc": class_accuracies(test_logits, test_y, d.classes),
+        **class_accuracies(test_logits, test_y, d.classes),
     }
     if reference is not None:
         ref = reference if isinstance(reference, Outputs) else task_outputs(reference, task, device=device)
@@ -272,7 +290,7 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     if retain:
         record["retain_acc"] = accuracy_from_logits(out.retain, d.y_train[torch.from_numpy(task.retain_idx)])
     test_y = torch.cat([d.y_test[torch.from_numpy(task.test_retain_idx)], d.y_test[torch.from_numpy(task.test_forget_idx)]])
-    record["class_test_acc"] = class_accuracies(torch.cat([out.test_retain, out.test_forget]), test_y, d.classes)
+    record.update(class_accuracies(torch.cat([out.test_retain, out.test_forget]), test_y, d.classes))
     return record
 
 
@@ -302,4 +320,4 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
     return {"healed": healed, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
-            "test_acc": float(correct.mean()), "class_test_acc": class_accuracies(test_logits, d.y_test, d.classes)}
+            "test_acc": float(correct.mean()), **class_accuracies(test_logits, d.y_test, d.classes)}
