@@ -82,3 +82,13 @@ def test_chapter_has_what_readers_expect(chapter):
     assert "{exercise}" in text and "{solution-start}" in text and ":class: dropdown" in text
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert "Summary" in headings and headings.index("Summary") >= len(headings) - 2, "close with a summary"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_committed_chapter_shows_no_stderr_residue(chapter):
+    """Progress bars and warnings go to stderr; `make reproduce` strips them (book.strip_stderr), a reader never
+    sees them."""
+    nb = nbformat.read(chapter, as_version=4)
+    stderr = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, f"{len(stderr)} stderr outputs; strip them with unlearnlib.book.strip_stderr(path)"

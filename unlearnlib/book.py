@@ -63,6 +63,28 @@ def execute_chapter(path: Path, output: Path, *, profile: str, device: str = "au
     return output
 
 
+def strip_stderr(path: Path) -> int:
+    """Remove every stderr stream output (progress-bar residue, library warnings) from the notebook at ``path``, in
+    place and atomically; returns how many were removed. A reader of the book sees what the chapter prints and
+    displays, not the carriage returns of a progress bar. Nothing else changes: outputs, glue records and the
+    execution metadata stay as they ran."""
+    import json
+
+    from . import _io
+
+    nb = json.loads(path.read_text())
+    removed = 0
+    for cell in nb["cells"]:
+        outputs = cell.get("outputs", [])
+        kept = [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        removed += len(outputs) - len(kept)
+        if kept != outputs:
+            cell["outputs"] = kept
+    if removed:
+        _io.atomic_write(path, lambda f: f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n"), mode="w")
+    return removed
+
+
 SOLUTION_START, SOLUTION_END = "{solution-start}", "{solution-end}"
 
 
@@ -220,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         partial = chapter.with_name(f".{chapter.stem}.running.ipynb")
         try:
             execute_chapter(chapter, partial, profile=args.profile, device=args.device)
+            strip_stderr(partial)
             os.replace(partial, chapter)
         finally:
             partial.unlink(missing_ok=True)
