@@ -328,7 +328,6 @@ class MaskedLogits(nn.Module):
         mask[list(classes)] = True
         self.register_buffer("mask", mask)
         self.value = value
-        self.classes = sorted(int(c) for c in classes)
         if hasattr(model, "unlearnlib_spec"):
             self.unlearnlib_spec = dict(model.unlearnlib_spec)
 
