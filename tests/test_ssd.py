@@ -143,15 +143,71 @@ def test_visit_orders(small_fashion, class_task):
     np.testing.assert_array_equal(official[-len(class_task.forget_idx):], class_task.forget_idx)
     labels = small_fashion.y_train.numpy()[official[:len(class_task.retain_idx)]]
     assert np.all(np.diff(labels) >= 0), "D_r is visited class by class for a class task"
-    random_task = tasks.random_samples(small_fashion, 100, seed=0)
-    retain_part = S.visit_order(small_fashion, "official", task=random_task)[:-100]
-    np.testing.assert_array_equal(retain_part, random_task.retain_idx)
     shuffled = S.visit_order(small_fashion, "shuffled", seed=1)
     assert not np.array_equal(shuffled, everything) and sorted(shuffled.tolist()) == everything.tolist()
     by_class = S.visit_order(small_fashion, "by_class")
     assert sorted(by_class.tolist()) == everything.tolist()
     assert np.all(np.diff(small_fashion.y_train.numpy()[by_class]) >= 0)
-    assert S.default_batch_size(class_task) == 64 and S.default_batch_size(random_task) == 128
+    label_free = S.visit_order(small_fashion, "label_free", task=class_task)
+    np.testing.assert_array_equal(label_free, np.concatenate([class_task.retain_idx, class_task.forget_idx]))
+    with pytest.raises(ValueError, match="depends on the forget request"):
+        S.visit_order(small_fashion, "official")
+
+
+def test_random_task_official_order_is_a_seeded_permutation_of_each_part(small_fashion):
+    """The official script draws D_f with random_split, whose parts come back permuted, and its loaders do not
+    shuffle: D_r and D_f are each visited in a random order, in both passes."""
+    task = tasks.random_samples(small_fashion, 100, seed=0)
+    n_r = len(task.retain_idx)
+    official = S.visit_order(small_fashion, "official", task=task, seed=3)
+    retain_part, forget_part = official[:n_r], official[n_r:]
+    assert sorted(retain_part.tolist()) == sorted(task.retain_idx.tolist())
+    assert sorted(forget_part.tolist()) == sorted(task.forget_idx.tolist())
+    assert not np.array_equal(retain_part, np.sort(retain_part)), "D_r is permuted, not in dataset order"
+    np.testing.assert_array_equal(forget_part, S.forget_order(task, "official", seed=3))  # D_f's own pass agrees
+    np.testing.assert_array_equal(official, S.visit_order(small_fashion, "official", task=task, seed=3))
+    assert not np.array_equal(official, S.visit_order(small_fashion, "official", task=task, seed=4))
+    np.testing.assert_array_equal(S.visit_order(small_fashion, "sorted", task=task),
+                                  np.concatenate([task.retain_idx, task.forget_idx]))
+    np.testing.assert_array_equal(S.forget_order(task, "sorted"), task.forget_idx)
+    assert S.default_batch_size(task) == 128
+
+
+def test_class_tasks_on_a_superclass_dataset_group_d_r_as_the_official_pipelines_do():
+    """Full class: D_r grouped by the label the model is trained on (the superclass); sub-class: by the fine label."""
+    from unlearnlib.data import load_dataset
+
+    data = load_dataset("fashion-mnist-super", train_size=3000, test_size=1000, subset_seed=0)
+    full = tasks.full_class(data, "footwear")
+    retain = S.visit_order(data, "official", task=full)[:len(full.retain_idx)]
+    assert np.all(np.diff(data.y_train.numpy()[retain]) >= 0)
+    assert not np.all(np.diff(data.fine_train.numpy()[retain]) >= 0), "not by fine class within a superclass"
+    sub = tasks.sub_class(data, "Shirt")
+    retain = S.visit_order(data, "official", task=sub)[:len(sub.retain_idx)]
+    assert np.all(np.diff(data.fine_train.numpy()[retain]) >= 0)
+    assert S.official_grouping(full) == "label" and S.official_grouping(sub) == "fine"
+
+
+def test_lfssd_reads_no_label_by_default_and_offers_the_official_order(trained, class_task):
+    model = trained[0]
+    assert REGISTRY["lfssd"].hyperparameters["order"] == "label_free"
+    assert REGISTRY["ssd"].hyperparameters["order"] == "official"
+    free = unlearn("lfssd", model, class_task, device="cpu", alpha=6.0)
+    official = unlearn("lfssd", model, class_task, device="cpu", alpha=6.0, order="official")
+    assert free.info["order"] == "label_free" and official.info["order"] == "official"
+    assert free.info["selected"] != official.info["selected"], "the two orders select differently"
+
+
+def test_importance_precomputed_for_a_request_serves_only_that_request(trained, class_task, small_fashion):
+    model = trained[0]
+    pre = S.precompute_importance(model, class_task.data, order="official", task=class_task, device="cpu",
+                                  progress=False)
+    direct = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1)
+    cached = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1, importance_d=pre)
+    assert all(torch.equal(a, b) for a, b in zip(direct.model.parameters(), cached.model.parameters()))
+    other = tasks.full_class(small_fashion, "Sandal")
+    with pytest.raises(ValueError, match="another forget request"):
+        unlearn("ssd", model, other, device="cpu", alpha=2.0, importance_d=pre)
 
 
 def test_per_sample_importance_matches_a_loop_over_single_samples(trained, class_task):

@@ -15,9 +15,12 @@ batch) and the accumulator sums ``|grad|`` instead of ``grad²``, so no label is
 What we keep from the official code (github.com/if-loops/selective-synaptic-dampening, commit cdfdc0e), because
 α is calibrated to it: every parameter is scored (no layer skipped; BatchNorm buffers are not parameters and are
 never touched), the batch size is 64 for class tasks and 128 otherwise, loaders are not shuffled, and D is visited
-as D_r (class by class for class tasks) followed by D_f. The pass over D is the expensive one; it does not need
-the forget request if D is visited in an order that does not depend on it, so :func:`precompute_importance` can
-run it ahead of time and ``ssd(..., importance_d=...)`` then only needs the small pass over D_f.
+as D_r followed by D_f: for a class task D_r class by class (by the training label for a full class, by the fine
+label for a sub-class), for a random task both parts in a seeded random permutation (``random_split``). The pass
+over D is the expensive one; it does not need the forget request if D is visited in an order that does not depend
+on it, so :func:`precompute_importance` can run it ahead of time and ``ssd(..., importance_d=...)`` then only needs
+the small pass over D_f. LFSSD defaults to a label-free order (``label_free``); ``order="official"`` gives it the
+class-ordered loaders the official pipeline builds, which read labels.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ from . import register
 Scores = dict[str, torch.Tensor]
 
 #: Orders in which the pass over D visits the training set (see :func:`visit_order`).
-ORDERS = ("official", "by_class", "dataset", "shuffled")
+REQUEST_ORDERS = ("official", "label_free", "sorted")
+ORDERS = REQUEST_ORDERS + ("by_class", "dataset", "shuffled")
 CLASS_KINDS = ("full_class", "sub_class")
 
 
@@ -105,41 +109,79 @@ def _per_sample_gradients(model: nn.Module, params: dict, x: torch.Tensor, y: to
     return vmap(grad(one), in_dims=(None, 0, 0))(detached, x, y)
 
 
-def _sort_labels(data: ImageData) -> np.ndarray:
-    """The labels D is grouped by for class-ordered visits: fine labels where the dataset has them."""
-    labels = data.fine_train if data.fine_train is not None else data.y_train
-    return labels.numpy()
+def _class_labels(data: ImageData, grouping: str) -> np.ndarray:
+    """The labels D is grouped by in a class-ordered visit: ``"label"`` is the label the model is trained on (the
+    superclass on CIFAR-20 or ``fashion-mnist-super``), ``"fine"`` the fine class where the dataset has one."""
+    if grouping == "fine" and data.fine_train is not None:
+        return data.fine_train.numpy()
+    return data.y_train.numpy()
+
+
+def official_grouping(task) -> str:
+    """How the official pipeline groups D_r for ``task``: by fine class for a sub-class task, by the training label
+    (for CIFAR-20, the coarse label) for a full-class task."""
+    return "fine" if task.kind == "sub_class" else "label"
+
+
+def _permuted(indices: np.ndarray, seed: int, part: int) -> np.ndarray:
+    """A seeded random permutation of one part of D (part 0: D_r, part 1: D_f), as ``random_split`` returns it."""
+    return np.random.default_rng([seed, 7309, part]).permutation(indices)
 
 
 def visit_order(data: ImageData, order: str = "by_class", *, task=None, seed: int = 0,
-                use_labels: bool = True) -> np.ndarray:
-    """The training indices of D in the order the importance pass visits them.
+                grouping: str | None = None) -> np.ndarray:
+    """The training indices of D in the order the importance pass visits them (D_f's own pass: :func:`forget_order`).
 
-    - ``official``: the official code's order for ``task``: D_r then D_f, unshuffled, with D_r grouped class by class
-      for class and sub-class tasks (so that D batches are nearly single-class, like D_f batches) and in dataset
-      order otherwise. Depends on the forget request. With ``use_labels=False`` (LFSSD, which must not read labels)
-      D_r stays in dataset order.
-    - ``by_class``: all of D grouped by class (stable within a class). Needs no request, so it can be precomputed;
-      for a full-class task it differs from ``official`` only in the batches at class boundaries.
-    - ``dataset``: all of D in dataset order; the precomputable counterpart of ``official`` for random tasks.
+    Orders that depend on the forget request (``task=`` needed):
+
+    - ``official``: the official pipeline's order, D_r then D_f, with unshuffled loaders. For a class task D_r is
+      grouped class by class (by the training label for a full-class task, by the fine label for a sub-class task,
+      as the official code does; see :func:`official_grouping`), so that D batches are nearly single-class like D_f
+      batches. For a random task the official script draws D_f with ``random_split``, which returns both parts as
+      random permutations: D_r and D_f are each visited in a permutation seeded by ``seed``.
+    - ``label_free``: D_r then D_f, each in dataset order; reads no label (LFSSD's order in this book). The official
+      pipeline gives LFSSD the class-ordered loaders of ``official``, which read labels.
+    - ``sorted``: D_r then D_f in dataset order for any task: the library's order for random tasks before it matched
+      the official one (kept to show what the order changes).
+
+    Orders that need no request, so that the pass over D can be precomputed:
+
+    - ``by_class``: all of D grouped by class (``grouping``: ``"label"`` or ``"fine"``; by default the fine class
+      where the dataset has one, else the label), stable within a class. For a class task it differs from
+      ``official`` only in the batches at class boundaries.
+    - ``dataset``: all of D in dataset order.
     - ``shuffled``: all of D in a seeded random order (the ablation: mixed-class batches).
     """
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    if grouping not in (None, "label", "fine"):
+        raise ValueError(f"unknown grouping {grouping!r}; choose 'label' (the training label) or 'fine'")
     everything = data.train_idx  # D: the training split without the validation split, which no model trained on
-    labels = _sort_labels(data)
-    if order == "official":
+    if order in REQUEST_ORDERS:
         if task is None:
-            raise ValueError("order='official' depends on the forget request: pass task=...")
+            raise ValueError(f"order={order!r} depends on the forget request: pass task=...")
         retain = task.retain_idx
-        if task.kind in CLASS_KINDS and use_labels:
-            retain = retain[np.argsort(labels[retain], kind="stable")]
-        return np.concatenate([retain, task.forget_idx])
+        if order == "official":
+            if task.kind in CLASS_KINDS:
+                labels = _class_labels(data, grouping or official_grouping(task))
+                retain = retain[np.argsort(labels[retain], kind="stable")]
+            else:
+                retain = _permuted(retain, seed, 0)
+        return np.concatenate([retain, forget_order(task, order, seed=seed)])
     if order == "by_class":
+        labels = _class_labels(data, grouping or "fine")
         return everything[np.argsort(labels[everything], kind="stable")]
     if order == "dataset":
         return everything
     return np.random.default_rng(seed).permutation(everything)
+
+
+def forget_order(task, order: str = "official", *, seed: int = 0) -> np.ndarray:
+    """The order of D_f's own importance pass, the same as D_f's place at the end of the pass over D: a seeded
+    permutation for a random task in the ``official`` order (``random_split``), dataset order otherwise."""
+    if order == "official" and task.kind not in CLASS_KINDS:
+        return _permuted(task.forget_idx, seed, 1)
+    return task.forget_idx
 
 
 def default_batch_size(task) -> int:
@@ -157,9 +199,23 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def request_digest(task) -> str:
+    """A fingerprint of a forget request (its kind, D_f and D_r), to check that an importance precomputed in a
+    request-dependent order is used for that request."""
+    h = hashlib.sha256(f"{task.data.name}|{task.kind}".encode())
+    for part in (task.forget_idx, task.retain_idx):
+        h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass(repr=False)
 class Importance:
-    """The importance on D, computed ahead of a forget request, with what is needed to use it safely."""
+    """The importance on D, computed ahead of the dampening, with what is needed to use it safely.
+
+    In an order that needs no request (``by_class``, ``dataset``, ``shuffled``) it is computed before any request
+    arrives and serves them all; in a request order (``official``, ``label_free``, ``sorted``) it belongs to one
+    request (``request`` is its digest) and serves many (alpha, lambda) settings for that request.
+    """
 
     scores: Scores
     label_free: bool
@@ -167,6 +223,8 @@ class Importance:
     order: str
     seconds: float
     model_digest: str
+    seed: int = 0
+    request: str | None = None
 
     def __repr__(self) -> str:  # also what results files record as the hyperparameter's value
         kind = "label-free" if self.label_free else "loss"
@@ -174,8 +232,8 @@ class Importance:
 
     __str__ = __repr__
 
-    def check(self, model: nn.Module, label_free: bool) -> None:
-        """Refuse an importance computed for another model or for the other variant."""
+    def check(self, model: nn.Module, label_free: bool, task=None) -> None:
+        """Refuse an importance computed for another model, for the other variant, or for another request."""
         if self.label_free != label_free:
             raise ValueError(f"this importance was computed {'without' if self.label_free else 'with'} labels, "
                              f"for {'LFSSD' if self.label_free else 'SSD'}; precompute it with "
@@ -183,23 +241,31 @@ class Importance:
         if model_digest(model) != self.model_digest:
             raise ValueError("this importance was computed on a different model (the parameters differ); call "
                              "precompute_importance on the model you are unlearning")
+        if self.request is not None and task is not None and request_digest(task) != self.request:
+            raise ValueError(f"this importance was computed in the {self.order!r} order of another forget request; "
+                             f"precompute it with task=<this request>, or in an order that needs no request "
+                             f"('by_class', 'dataset')")
 
 
 def precompute_importance(model: nn.Module, data: ImageData, *, label_free: bool = False, batch_size: int = 64,
-                          order: str = "by_class", seed: int = 0, device: str | torch.device = "auto",
-                          progress: bool = True) -> Importance:
-    """The importance on all of D, before any forget request (``order`` must not need one), timed."""
-    if order == "official":
-        raise ValueError("order='official' depends on the forget request; precompute with 'by_class' (class "
-                         "tasks) or 'dataset' (random tasks)")
+                          order: str = "by_class", task=None, seed: int = 0, grouping: str | None = None,
+                          device: str | torch.device = "auto", progress: bool = True) -> Importance:
+    """The importance on all of D, timed. In an order that needs no request it is computed before any request; in a
+    request order (``official``, ``label_free``, ``sorted``) pass ``task=``: the result then serves only that request
+    (for example every cell of a tuning grid)."""
+    if order in REQUEST_ORDERS and task is None:
+        raise ValueError(f"order={order!r} depends on the forget request: pass task=..., or precompute ahead of any "
+                         f"request with 'by_class' (class tasks) or 'dataset' (random tasks)")
     device = resolve_device(device)
     model = model.to(device)
     start = time.perf_counter()
-    scores = importance(model, data, visit_order(data, order, seed=seed), batch_size=batch_size,
-                        label_free=label_free, device=device, progress=progress, desc="importance on D")
+    visit = visit_order(data, order, task=task if order in REQUEST_ORDERS else None, seed=seed, grouping=grouping)
+    scores = importance(model, data, visit, batch_size=batch_size, label_free=label_free, device=device,
+                        progress=progress, desc="importance on D")
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return Importance(scores, label_free, batch_size, order, time.perf_counter() - start, model_digest(model))
+    return Importance(scores, label_free, batch_size, order, time.perf_counter() - start, model_digest(model), seed,
+                      request_digest(task) if order in REQUEST_ORDERS else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,11 +324,15 @@ def sensitivity(model: nn.Module, task, scores_d: Scores, scores_f: Scores, alph
 def alpha_ceiling(task, batch_size: int | None = None) -> float:
     """About the largest useful alpha: #batches of D / #batches of D_f.
 
-    D contains D_f, so the batches of D_f contribute to I_D too: ``I_D ≥ (n_f / n_D) · I_Df`` for batch counts
-    n_f and n_D, hence ``I_Df / I_D ≤ n_D / n_f``. The bound is exact when D's last n_f batches are D_f's batches;
-    in the official order one batch straddles D_r and D_f, and the ratio can exceed it slightly (12 for a ceiling of
-    10 in the SSD chapter). An alpha above it selects (almost) nothing. The paper's alpha = 10 fits a forget class of 1 % of D (CIFAR-100);
-    a class of 10 % (CIFAR-10, Fashion-MNIST) caps alpha near 10.
+    D contains D_f, so the pass over D sums the squared gradients of batches made of D_f samples too. If those
+    batches were exactly D_f's own batches, ``I_D ≥ (n_f / n_D) · I_Df`` for batch counts n_f and n_D, hence
+    ``I_Df / I_D ≤ n_D / n_f``, exactly. They are not, unless |D_r| is a multiple of the batch size: otherwise every
+    D_f batch of the pass over D is shifted by ``|D_r| mod B`` samples against the pass over D_f alone (it holds the
+    tail of one D_f batch and the head of the next). A batch mean over a shifted window can be smaller or larger
+    than over the aligned one, so the bound holds only up to the ratio of the two sums of squares over D_f, which is
+    near 1 because both batchings average the same samples (the SSD chapter observes up to about 1.2x the bound).
+    An alpha above the ceiling selects (almost) nothing. Examples with B = 64: one CIFAR-100 class (500 of 50,000)
+    gives about 98, one CIFAR-20 class (2,500 of 50,000) about 19.6, one Fashion-MNIST class (5,500 of 55,000) 10.
     """
     b = batch_size or default_batch_size(task)
     n_d = math.ceil(len(task.retain_idx) / b) + math.ceil(len(task.forget_idx) / b)
@@ -279,26 +349,33 @@ def _check_hparams(alpha: float, lam: float) -> None:
 def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | None, order: str,
          importance_d: Importance | None, label_free: bool, seed: int, device) -> nn.Module:
     _check_hparams(alpha, lam)
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     ceiling = alpha_ceiling(task, batch_size or (importance_d.batch_size if importance_d else None))
     if alpha >= 0.9 * ceiling:
         warnings.warn(f"alpha={alpha:g} is near or above {ceiling:.1f} = #batches(D) / #batches(D_f), the largest "
                       f"ratio I_Df / I_D can reach when D_f is part of D, so SSD will select (almost) no parameter "
                       f"and forget nothing. Choose a smaller alpha (see ssd.alpha_ceiling).", stacklevel=3)
     if importance_d is not None:
-        importance_d.check(model, label_free)
+        importance_d.check(model, label_free, task)
         if batch_size is not None and batch_size != importance_d.batch_size:
             raise ValueError(f"batch_size={batch_size} differs from the precomputed importance's "
                              f"{importance_d.batch_size}; both passes must use the same batch size")
         batch_size = importance_d.batch_size
         scores_d = {n: s.to(device) for n, s in importance_d.scores.items()}
+        # D_f is visited as it was at the end of the pass over D
+        f_order = forget_order(task, importance_d.order, seed=importance_d.seed)
     else:
         batch_size = batch_size or default_batch_size(task)
-        visit = visit_order(task.data, order, task=task, seed=seed, use_labels=not label_free)
-        scores_d = importance(model, task.data, visit,
-                              batch_size=batch_size, label_free=label_free, device=device, desc="importance on D")
-    scores_f = importance(model, task.data, task.forget_idx, batch_size=batch_size, label_free=label_free,
+        visit = visit_order(task.data, order, task=task, seed=seed)
+        scores_d = importance(model, task.data, visit, batch_size=batch_size, label_free=label_free, device=device,
+                              desc="importance on D")
+        f_order = forget_order(task, order, seed=seed)
+    scores_f = importance(model, task.data, f_order, batch_size=batch_size, label_free=label_free,
                           device=device, desc="importance on D_f")
-    dampen(model, scores_d, scores_f, alpha=alpha, lam=lam)
+    selected = dampen(model, scores_d, scores_f, alpha=alpha, lam=lam)
+    model.unlearn_info = {"selected": sum(selected.values()),
+                          "order": importance_d.order if importance_d is not None else order}
     return model
 
 
@@ -310,7 +387,9 @@ def ssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 1
     their importance on D, by min(lam * I_D / I_Df, 1).
 
     ``batch_size`` None means the official 64 (class tasks) or 128 (others); ``order`` is how D is visited
-    (:func:`visit_order`); ``importance_d`` a precomputed :class:`Importance` (then only D_f is scored).
+    (:func:`visit_order`; the official order by default, with D_r and D_f permuted by ``seed`` for a random task);
+    ``importance_d`` a precomputed :class:`Importance` (then only D_f is scored, in the matching order).
+    ``model.unlearn_info`` records the number of dampened entries and the order that ran.
     """
     return _ssd(model, task, alpha=alpha, lam=lam, batch_size=batch_size, order=order, importance_d=importance_d,
                 label_free=False, seed=seed, device=device)
@@ -318,10 +397,11 @@ def ssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 1
 
 @register("lfssd", paper="Foster, Schoepf and Brintrup, ICLR 2024 Tiny Paper")
 def lfssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 10.0, lam: float = 1.0,
-          batch_size: int | None = None, order: str = "official",
+          batch_size: int | None = None, order: str = "label_free",
           importance_d: Importance | None = None) -> nn.Module:
     """Loss-free SSD: SSD with the importance of the squared logit norm (|grad| accumulated), so no labels are
-    used. Hyperparameters as for :func:`ssd`; the default order visits D_r in dataset order, since grouping it by
-    class would read the labels."""
+    used. Hyperparameters as for :func:`ssd`. The default order, ``label_free``, visits D_r and D_f in dataset
+    order, so that nothing reads a label; ``order="official"`` is what the official pipeline runs (the class-ordered
+    loaders it builds for SSD), which does read the labels to order D."""
     return _ssd(model, task, alpha=alpha, lam=lam, batch_size=batch_size, order=order, importance_d=importance_d,
                 label_free=True, seed=seed, device=device)
