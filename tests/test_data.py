@@ -83,3 +83,15 @@ def test_every_registered_dataset_is_documented_in_the_data_readme():
     readme = (REPO_ROOT / "data" / "README.md").read_text()
     for name in DATASETS:
         assert f"`{name}`" in readme
+
+
+def test_fine_classes_of_a_superclass_are_the_sub_class_candidates():
+    from unlearnlib.data import FASHION_SUPERCLASSES
+
+    data = load_dataset("fashion-mnist-super", train_size=3000, test_size=1000, subset_seed=0)
+    assert data.fine_classes_in("tops") == FASHION_SUPERCLASSES["tops"]
+    assert data.fine_classes_in("bags") == ["Bag"]
+    with pytest.raises(ValueError, match="unknown class"):
+        data.fine_classes_in("hats")
+    with pytest.raises(ValueError, match="no fine labels"):
+        load_dataset("fashion-mnist", train_size=3000, test_size=1000, subset_seed=0).fine_classes_in(0)

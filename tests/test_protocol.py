@@ -184,3 +184,15 @@ def test_tuning_under_a_sample_budget_scores_forgetting_on_validation_images(cla
     assert seen == [5 * 10] and result.config["view"] == 5
     assert "val_forget_acc" in result.config["selection"]
     assert 0 <= result.records[0]["retrain_gap"] <= 2
+
+
+def test_one_method_can_be_tuned_under_two_labels(class_task, tuning_request):
+    """A label that is not a registered method runs the method ``methods`` maps it to (e.g. LFSSD in two orders)."""
+    grids = {"lfssd": [{"alpha": 6.0}], "lfssd (official order)": [{"alpha": 6.0, "order": "official"}]}
+    result = tune(tuning_request, _profile(), grids, seed=1, reported=[class_task], device="cpu", progress=False,
+                  methods={"lfssd (official order)": "lfssd"})
+    assert [r["method"] for r in result.records] == ["lfssd", "lfssd (official order)"]
+    assert result.config["methods"] == {"lfssd": "lfssd", "lfssd (official order)": "lfssd"}
+    with pytest.raises(ValueError, match="unknown method"):
+        tune(tuning_request, _profile(), {"lfssd (official order)": [{}]}, seed=1, reported=[class_task],
+             device="cpu", progress=False)

@@ -234,5 +234,6 @@ def test_sensitivity_grid_reuses_one_pair_of_importances(trained, class_task):
     total = sum(p.numel() for p in model.parameters())  # far above the ceiling: almost nothing (see above)
     assert by_alpha[50.0]["selected"] < 0.005 * total and by_alpha[50.0]["forget_acc"] > 0.8
     assert by_alpha[2.0]["selected"] > 0 and by_alpha[2.0]["forget_acc"] < 0.3
+    assert "val_acc" in by_alpha[2.0] and "test_acc" not in by_alpha[2.0], "choosing reads the validation split"
     direct = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1).model
     assert by_alpha[2.0]["forget_acc"] == _accs(direct, class_task)[0]

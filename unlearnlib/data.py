@@ -119,6 +119,16 @@ class ImageData:
             return names.index(name_or_index)
         raise ValueError(f"unknown {kind} {name_or_index!r} for {self.name!r}; valid names: {', '.join(names)}")
 
+    def fine_classes_in(self, superclass: int | str) -> list[str]:
+        """The fine classes whose images carry the label ``superclass`` (a dataset with fine labels only): the
+        candidates of a sub-class request inside it."""
+        sup = self.class_index(superclass)
+        if self.fine_train is None:
+            raise ValueError(f"dataset {self.name!r} has no fine labels; use a superclass dataset such as "
+                             f"'cifar20' or 'fashion-mnist-super'")
+        inside = torch.unique(self.fine_train[self.y_train == sup]).tolist()
+        return [self.fine_classes[i] for i in sorted(inside)]
+
     def with_train(self, x_train: torch.Tensor, y_train: torch.Tensor, **spec_extra) -> "ImageData":
         """A copy whose training images/labels are replaced (corrupted-data tasks); the spec records why."""
         return replace(self, x_train=x_train, y_train=y_train, spec={**self.spec, **spec_extra})

@@ -235,7 +235,8 @@ def check_tuning_request(request: ForgetTask, seed: int, *, reported: Sequence[F
 def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
          reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None, split: str = "validation",
          device="auto", progress: bool = True,
-         view: Callable[[ForgetTask, int], ForgetTask] | None = None) -> Tuning:
+         view: Callable[[ForgetTask, int], ForgetTask] | None = None,
+         methods: Mapping[str, str] | None = None) -> Tuning:
     """Choose each method's hyperparameters on a tuning request, as the protocol says.
 
     Every setting in ``grids`` ({method: [settings, ...]}, the same number for every method) runs on ``request``
@@ -246,7 +247,9 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     that model is never reported). The method sees ``request.sealed()``: its test split is empty, so no choice can
     read it. ``view`` (e.g. a few-shot budget) works as in :func:`run_methods`; with a view the forget accuracy of
     the score is read on the forgotten class's validation images (``val_forget_acc``), since the method may not
-    read D_f beyond its budget. Ties go to the first setting tried.
+    read D_f beyond its budget. Ties go to the first setting tried. A grid key that is not a registered method
+    name is a label; ``methods`` maps it to the method it runs (e.g. ``{"lfssd (official order)": "lfssd"}``), so one
+    method can be tuned twice under two variants.
     """
     if split != "validation":
         raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
@@ -273,10 +276,11 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
             raise ProtocolError("a tuning view (sample budget) needs a class or sub-class request, whose validation "
                                 "split holds images of the forgotten class to score forgetting on")
         forget_key = "val_forget_acc"
+    methods = dict(methods or {})
     runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {request.describe()}", disable=not progress, leave=False):
-        result = unlearn(name, refs.original.model, seen, seed=seed, device=device, **hp)
+        result = unlearn(methods.get(name, name), refs.original.model, seen, seed=seed, device=device, **hp)
         rec = validation_evaluate(result.model, sealed, device=device)
         records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
                         "seconds": result.seconds,
@@ -289,7 +293,8 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
                            f"request's retrain model",
               "view": None if view is None else seen.params.get("per_class"),
               "reference": {k: ref_rec[k] for k in ("forget_acc", "val_acc", "val_forget_acc")},
-              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}
+              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen,
+              "methods": {name: methods.get(name, name) for name in grids}}
     return Tuning(records, chosen, config)
 
 

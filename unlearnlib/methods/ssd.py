@@ -296,27 +296,35 @@ def dampen(model: nn.Module, importance_d: Scores, importance_f: Scores, *, alph
 
 
 def sensitivity(model: nn.Module, task, scores_d: Scores, scores_f: Scores, alphas, lams, *,
-                device: str | torch.device = "auto", progress: bool = True) -> list[dict]:
-    """Forget and test accuracy after dampening with every (alpha, lam) pair, reusing one pair of importances:
-    each cell costs one dampening and two accuracy passes, so a whole grid costs about one SSD call.
+                split: str = "validation", device: str | torch.device = "auto", progress: bool = True) -> list[dict]:
+    """Forget and held-out accuracy after dampening with every (alpha, lam) pair, reusing one pair of importances:
+    each cell costs one dampening and a few accuracy passes, so a whole grid costs about one SSD call.
 
-    Returns one record per cell with the number of selected parameters, ``forget_acc`` (on D_f), ``test_acc`` (on
-    the retained test data) and, for class tasks, ``test_forget_acc``.
+    Returns one record per cell with the number of selected entries and ``forget_acc`` (on D_f). With
+    ``split="validation"`` (for choosing settings, on a tuning request) the held-out accuracies are ``val_acc`` (the
+    validation images outside the forgotten class) and, for class tasks, ``val_forget_acc``; with ``split="test"``
+    (for reporting only) ``test_acc`` and ``test_forget_acc``.
     """
     import copy
 
     from ..training import accuracy
 
+    if split not in ("validation", "test"):
+        raise ValueError(f"split must be 'validation' (to choose) or 'test' (to report), got {split!r}")
+    if split == "validation":
+        held_out = {"val_acc": (task.val_retain_idx, "train"), "val_forget_acc": (task.val_forget_idx, "train")}
+    else:
+        held_out = {"test_acc": (task.test_retain_idx, "test"), "test_forget_acc": (task.test_forget_idx, "test")}
     records = []
     cells = [(a, lam) for a in alphas for lam in lams]
     for alpha, lam in tqdm(cells, desc="alpha x lambda", disable=not progress, leave=False):
         work = copy.deepcopy(model)
         selected = dampen(work, scores_d, scores_f, alpha=alpha, lam=lam)
         rec = {"alpha": alpha, "lam": lam, "selected": sum(selected.values()),
-               "forget_acc": accuracy(work, task.data, task.forget_idx, split="train", device=device),
-               "test_acc": accuracy(work, task.data, task.test_retain_idx, device=device)}
-        if len(task.test_forget_idx):
-            rec["test_forget_acc"] = accuracy(work, task.data, task.test_forget_idx, device=device)
+               "forget_acc": accuracy(work, task.data, task.forget_idx, split="train", device=device)}
+        for key, (idx, part) in held_out.items():
+            if len(idx):
+                rec[key] = accuracy(work, task.data, idx, split=part, device=device)
         records.append(rec)
     return records
 
