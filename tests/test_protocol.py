@@ -196,3 +196,43 @@ def test_one_method_can_be_tuned_under_two_labels(class_task, tuning_request):
     with pytest.raises(ValueError, match="unknown method"):
         tune(tuning_request, _profile(), {"lfssd (official order)": [{}]}, seed=1, reported=[class_task],
              device="cpu", progress=False)
+
+
+def test_few_shot_tuning_reads_only_its_budget_and_no_retrain_model(small_fashion, class_task, tuning_request):
+    """A few-shot class method is tuned within its setting: k samples per class to run on, k validation images per
+    class to score on, the original model, and nothing else (no retrain model, no complete training data)."""
+    import unlearnlib.experiment as E
+    from unlearnlib.experiment import tune_few_shot, validation_budget
+
+    k = 5
+    grids = {"finetune": [{"epochs": 1, "lr": 1e-7}, {"epochs": 30, "lr": 0.05}],
+             "neggrad_plus": [{"epochs": 30, "lr": 0.01, "alpha": 0.9}, {"epochs": 1, "lr": 1e-7, "alpha": 0.9}]}
+    trained = []
+    real = E.train_or_load
+
+    def spy(data, indices, arch, recipe, *, role, **kw):
+        trained.append(role)
+        return real(data, indices, arch, recipe, role=role, **kw)
+
+    E.train_or_load = spy
+    try:
+        result = tune_few_shot(tuning_request, _profile(), grids, per_class=k, seed=1, reported=[class_task],
+                               device="cpu", progress=False)
+    finally:
+        E.train_or_load = real
+    assert trained == ["original"], "no retrain model is trained or loaded"
+    n_classes = small_fashion.num_classes
+    assert result.config["images_read"] == 2 * k * n_classes
+    forget, retain = validation_budget(tuning_request.sealed(), k, seed=1)
+    assert len(forget) == k and len(retain) == k * (n_classes - 1)
+    assert set(forget) | set(retain) <= set(small_fashion.val_idx.tolist())
+    by_setting = {(r["method"], r["hparams"]): r for r in result.records}
+    idle = by_setting["finetune", '{"epochs": 1, "lr": 1e-07}']
+    assert idle["val_forget_acc"] > 0.5 and idle["retrain_gap"] > 0.5  # doing nothing forgets nothing
+    assert min(r["retrain_gap"] for r in result.records) < idle["retrain_gap"]
+    with pytest.raises(ProtocolError, match="is a reported request"):
+        tune_few_shot(class_task, _profile(), grids, per_class=k, seed=1, reported=[class_task], device="cpu",
+                      progress=False)
+    with pytest.raises(ProtocolError, match="has no such target"):
+        tune_few_shot(tasks.random_samples(small_fashion, 40, seed=3), _profile(), grids, per_class=k, seed=1,
+                      reported=[class_task], device="cpu", progress=False)

@@ -205,6 +205,9 @@ def test_importance_precomputed_for_a_request_serves_only_that_request(trained, 
     direct = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1)
     cached = unlearn("ssd", model, class_task, device="cpu", alpha=2.0, lam=0.1, importance_d=pre)
     assert all(torch.equal(a, b) for a, b in zip(direct.model.parameters(), cached.model.parameters()))
+    with pytest.raises(ValueError, match="differs from the precomputed importance"):
+        unlearn("lfssd", model, class_task, device="cpu", alpha=2.0, importance_d=S.precompute_importance(
+            model, class_task.data, label_free=True, order="official", task=class_task, device="cpu", progress=False))
     other = tasks.full_class(small_fashion, "Sandal")
     with pytest.raises(ValueError, match="another forget request"):
         unlearn("ssd", model, other, device="cpu", alpha=2.0, importance_d=pre)

@@ -25,7 +25,7 @@ from ._progress import tqdm
 from .methods import unlearn
 from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs, validation_evaluate
 from .profiles import Profile
-from .tasks import ForgetTask
+from .tasks import ForgetTask, few_shot as tasks_few_shot
 from .training import TrainedModel, accuracy, train_or_load
 
 
@@ -208,6 +208,17 @@ class Tuning:
     config: dict
 
 
+def _equal_budget(grids: Mapping[str, Sequence[Mapping]], caller: str) -> dict[str, int]:
+    """The number of settings per method; a ProtocolError unless every method has the same number (at least one)."""
+    sizes = {name: len(grid) for name, grid in grids.items()}
+    if len(set(sizes.values())) > 1:
+        raise ProtocolError(f"every method gets the same tuning budget, but the grids differ in size: {sizes}. Give "
+                            f"each method as many settings (repeat or add points)")
+    if not grids or min(sizes.values()) < 1:
+        raise ProtocolError(f"{caller} needs at least one setting per method")
+    return sizes
+
+
 def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
     """Two requests are the same when they forget the same samples of the same data (or the same classes)."""
     if a.kind in ("full_class", "sub_class") and a.kind == b.kind and a.data.name == b.data.name:
@@ -254,12 +265,7 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     if split != "validation":
         raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
                             f"split='validation', carved from the training data (data.val_idx)")
-    sizes = {name: len(grid) for name, grid in grids.items()}
-    if len(set(sizes.values())) > 1:
-        raise ProtocolError(f"every method gets the same tuning budget, but the grids differ in size: {sizes}. Give "
-                            f"each method as many settings (repeat or add points)")
-    if not grids or min(sizes.values()) < 1:
-        raise ProtocolError("tune needs at least one setting per method")
+    sizes = _equal_budget(grids, "tune")
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
     check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
     sealed = request.sealed()
@@ -295,6 +301,73 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
               "reference": {k: ref_rec[k] for k in ("forget_acc", "val_acc", "val_forget_acc")},
               "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen,
               "methods": {name: methods.get(name, name) for name in grids}}
+    return Tuning(records, chosen, config)
+
+
+def validation_budget(request: ForgetTask, per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` validation images of every class, drawn with ``seed``: those of the forgotten classes and those
+    of the others (indices into ``request.data``'s training split). What a few-shot tuning scores on."""
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError(f"per_class must be a positive whole number of samples, got {per_class!r}")
+    rng = np.random.default_rng([seed, 4409])
+    y = request.data.y_train.numpy()
+
+    def draw(idx: np.ndarray) -> np.ndarray:
+        picked = [rng.choice(idx[y[idx] == c], min(per_class, int((y[idx] == c).sum())), replace=False)
+                  for c in np.unique(y[idx])]
+        return np.sort(np.concatenate(picked)) if picked else np.array([], np.int64)
+
+    return draw(request.val_forget_idx), draw(request.val_retain_idx)
+
+
+def tune_few_shot(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, per_class: int,
+                  seed: int, reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None,
+                  device="auto", progress: bool = True, methods: Mapping[str, str] | None = None) -> Tuning:
+    """Choose hyperparameters for a few-shot class request within the setting's budget, as the protocol says.
+
+    A class-level method given ``per_class`` samples per class must be tuned with that budget too, not with the
+    complete data a retrain model needs. Every setting in ``grids`` (the same number per method) runs on the tuning
+    ``request`` (a class or sub-class request that is not reported) with the tuning ``seed``'s original model,
+    seeing ``tasks.few_shot(request, per_class)`` drawn from the training split; it is scored on another
+    ``per_class`` images per class drawn from the *validation* split (:func:`validation_budget`). No retrain model
+    is trained or read: for a forgotten class the target is known, a model that never saw the class recognises none
+    of its images (forget target 0), and the remaining classes should keep the original model's accuracy on the
+    same validation images. The score is ``retrain_gap`` against that target. The whole procedure reads
+    2 x ``per_class`` images per class and the original model.
+    """
+    sizes = _equal_budget(grids, "tune_few_shot")
+    if request.kind != "full_class":
+        raise ProtocolError(f"tune_few_shot scores forgetting against the known target of a forgotten class (0 %); "
+                            f"a {request.kind!r} request has no such target: use tune() with its retrain model")
+    reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
+    check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+    sealed = request.sealed()
+    score_forget, score_retain = validation_budget(sealed, per_class, seed=seed)
+    if len(score_forget) == 0 or len(score_retain) == 0:
+        raise ProtocolError(f"{request.describe()} has no validation images of the forgotten or the remaining classes "
+                            f"to score on")
+    original = reference_models(request, profile, seed, device=device, progress=progress, retrain=False).original.model
+    seen = tasks_few_shot(sealed, per_class, seed=seed)
+    target = {"val_forget_acc": 0.0,
+              "val_acc": accuracy(original, sealed.data, score_retain, split="train", device=device)}
+    methods = dict(methods or {})
+    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
+    records = []
+    for name, hp in tqdm(runs, desc=f"few-shot tuning on {request.describe()}", disable=not progress, leave=False):
+        result = unlearn(methods.get(name, name), original, seen, seed=seed, device=device, **hp)
+        rec = {"val_forget_acc": accuracy(result.model, sealed.data, score_forget, split="train", device=device),
+               "val_acc": accuracy(result.model, sealed.data, score_retain, split="train", device=device)}
+        records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
+                        "seconds": result.seconds,
+                        "retrain_gap": retrain_gap(rec, target, utility="val_acc", forget="val_forget_acc")})
+    chosen = best_settings(records)
+    config = {"request": request.describe(), "seed": seed, "reported_seeds": reported_seeds,
+              "budget": min(sizes.values()), "per_class": per_class,
+              "selection": f"retrain_gap on val_forget_acc (target 0) and val_acc (target: the original model's "
+                           f"accuracy) over {per_class} validation images per class; no retrain model",
+              "images_read": int(len(seen.data.y_train) + len(score_forget) + len(score_retain)),
+              "target": target, "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()},
+              "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids}}
     return Tuning(records, chosen, config)
 
 

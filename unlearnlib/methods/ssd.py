@@ -366,6 +366,9 @@ def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | 
                       f"and forget nothing. Choose a smaller alpha (see ssd.alpha_ceiling).", stacklevel=3)
     if importance_d is not None:
         importance_d.check(model, label_free, task)
+        if importance_d.order in REQUEST_ORDERS and order in REQUEST_ORDERS and order != importance_d.order:
+            raise ValueError(f"order={order!r} differs from the precomputed importance's {importance_d.order!r} order; "
+                             f"pass order={importance_d.order!r} (D_f is visited as D was) or precompute again")
         if batch_size is not None and batch_size != importance_d.batch_size:
             raise ValueError(f"batch_size={batch_size} differs from the precomputed importance's "
                              f"{importance_d.batch_size}; both passes must use the same batch size")
