@@ -25,7 +25,7 @@ from ._progress import tqdm
 from .methods import unlearn
 from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs, validation_evaluate
 from .profiles import Profile
-from .tasks import ForgetTask, few_shot as tasks_few_shot
+from .tasks import ForgetTask, draw_per_class, few_shot as tasks_few_shot
 from .training import TrainedModel, accuracy, train_or_load
 
 
@@ -307,17 +307,10 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
 def validation_budget(request: ForgetTask, per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` validation images of every class, drawn with ``seed``: those of the forgotten classes and those
     of the others (indices into ``request.data``'s training split). What a few-shot tuning scores on."""
-    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise ValueError(f"per_class must be a positive whole number of samples, got {per_class!r}")
     rng = np.random.default_rng([seed, 4409])
     y = request.data.y_train.numpy()
-
-    def draw(idx: np.ndarray) -> np.ndarray:
-        picked = [rng.choice(idx[y[idx] == c], min(per_class, int((y[idx] == c).sum())), replace=False)
-                  for c in np.unique(y[idx])]
-        return np.sort(np.concatenate(picked)) if picked else np.array([], np.int64)
-
-    return draw(request.val_forget_idx), draw(request.val_retain_idx)
+    return (draw_per_class(request.val_forget_idx, y, per_class, rng),
+            draw_per_class(request.val_retain_idx, y, per_class, rng))
 
 
 def tune_few_shot(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, per_class: int,

@@ -425,6 +425,16 @@ def triggered_test(task: ForgetTask) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------------------------------------------
 # Sample budgets
 
+def draw_per_class(idx: np.ndarray, labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``per_class`` of ``idx`` from every class present (``labels`` indexed by sample), drawn without
+    replacement with ``rng``, sorted. The budget draw of :func:`few_shot` and of a few-shot tuning's scoring set."""
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError(f"per_class must be a positive whole number of samples, got {per_class!r}")
+    picked = [rng.choice(idx[labels[idx] == c], min(per_class, int((labels[idx] == c).sum())), replace=False)
+              for c in np.unique(labels[idx])]
+    return np.sort(np.concatenate(picked)) if picked else np.array([], np.int64)
+
+
 def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
     """The same request seen through a budget: at most ``per_class`` training samples of every class on each side
     (forget and retain), drawn with ``seed``, and nothing else.
@@ -433,17 +443,10 @@ def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
     read a sample beyond the budget, by construction. ``params["source_idx"]`` maps its training samples back to
     the indices of ``task.data``. Use it as the task a method sees, and evaluate on the full ``task``.
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise ValueError(f"per_class must be a positive whole number of samples, got {per_class!r}")
     rng = np.random.default_rng(seed)
     y = task.data.y_train.numpy()
-
-    def draw(idx: np.ndarray) -> np.ndarray:
-        picked = [rng.choice(idx[y[idx] == c], min(per_class, int((y[idx] == c).sum())), replace=False)
-                  for c in np.unique(y[idx])]
-        return np.sort(np.concatenate(picked))
-
-    forget, retain = draw(task.forget_idx), draw(task.retain_idx)
+    forget = draw_per_class(task.forget_idx, y, per_class, rng)
+    retain = draw_per_class(task.retain_idx, y, per_class, rng)
     source = np.concatenate([forget, retain])
     pick = torch.from_numpy(source)
     data = task.data
