@@ -195,3 +195,43 @@ def test_step_cap_and_trace_see_every_optimizer_step(trained, request16):
                      max_steps=full.info["steps"] - 1, on_step=lambda step, m: seen.append((step, m.training)))
     assert capped.info["steps"] == full.info["steps"] - 1 and not capped.info["success"]
     assert [s for s, _ in seen] == list(range(1, full.info["steps"]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Attack details and the divergence guard (issue 20)
+
+def test_the_gradient_floor_is_advertorchs_by_default_and_shortens_steps_once_the_attack_has_won():
+    """One PGD step on a model that already puts the target 20 logits ahead: the gradient of the cross-entropy has
+    a norm of about 2 * e^-20 ~ 4e-9, below advertorch's floor (1e-6) but above 1e-12. With the floor the step
+    shrinks to a few ten-thousandths of its length; with 1e-12 it keeps its full length ``step``."""
+    import inspect
+
+    assert inspect.signature(L.l2_pgd).parameters["grad_floor"].default == 1e-6
+    assert inspect.signature(L.l2ul).parameters["pgd_grad_floor"].default == 1e-6
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 3).double()
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([0.0, 20.0, 0.0], dtype=torch.float64))
+        linear.weight[1, 0] = 1.0  # the input still matters, a little
+    model = torch.nn.Sequential(torch.nn.Flatten(), linear)
+    x = torch.full((2, 1, 4, 4), 0.5, dtype=torch.float64)
+    target = torch.tensor([1, 1])
+    moved = {floor: (L.l2_pgd(model, x, target, eps=1.0, step=0.1, iters=1, rand_init=False, grad_floor=floor) - x)
+             .flatten(1).norm(dim=1) for floor in (1e-6, 1e-12)}
+    assert torch.allclose(moved[1e-12], torch.full((2,), 0.1, dtype=torch.float64))
+    assert (moved[1e-6] < 1e-3).all()
+    with pytest.raises(ValueError, match="grad_floor"):
+        L.l2_pgd(model, x, target, eps=1.0, grad_floor=0.0)
+
+
+def test_a_run_whose_loss_stops_being_finite_reports_diverged_and_never_success(trained, request16):
+    """Ascent with an absurd step size and no clipping blows the weights up: the run must stop and say so, instead
+    of counting a NaN model's 'misclassifications' as forgetting."""
+    out = unlearn("l2ul", trained[0], request16, seed=0, device="cpu", adversarial=False, importance=False,
+                  lr=1e6, momentum=0.0, weight_decay=0.0, max_steps=200)
+    assert out.info["diverged"] is True
+    assert out.info["success"] is False
+    assert out.info["steps"] < 200
+    healthy = unlearn("l2ul", trained[0], request16, seed=0, device="cpu", **FAST, max_steps=5)
+    assert healthy.info["diverged"] is False

@@ -17,6 +17,8 @@
 - ``unsir``: UNSIR (Tarun et al. 2023): error-maximising noise for the forgotten class(es), learnt on the frozen
   model, then one "impair" epoch on that noise mixed with retained samples and one "repair" epoch on those samples;
   class and sub-class tasks only.
+- ``fisher``: Fisher forgetting (Golatkar et al. 2020): Gaussian noise on every weight, scaled by the inverse of the
+  diagonal Fisher information on D_r, shaped as in the official code; the baseline of the mixed-privacy paper.
 
 Trivial baselines (no training, 0 s), so that a reader sees what a method adds beyond them:
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import secrets
 
 import numpy as np
 import torch
@@ -398,4 +401,116 @@ def unsir(model: nn.Module, task, *, seed: int = 0, device="cpu", lr: float = 1e
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fisher forgetting (Golatkar, Achille and Soatto, "Eternal Sunshine of the Spotless Net", CVPR 2020)
+
+def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32,
+                    device="cpu") -> dict[str, torch.Tensor]:
+    """The diagonal of the Fisher information of the model's own predictive distribution, averaged over the
+    training samples ``indices``: ``F_i = mean_x sum_c p_c(x) (d log p_c(x) / d theta_i)^2``, for every trainable
+    parameter. The model runs in eval mode (BatchNorm uses its running statistics, so samples do not interact);
+    the per-sample gradients of all classes come from ``torch.func`` (``vmap`` of ``jacrev``), ``batch_size``
+    samples at a time (memory grows as batch x classes x parameters)."""
+    from torch.func import functional_call, jacrev, vmap
+
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        raise ValueError("the Fisher information needs at least one sample; D_r is empty")
+    was_training = model.training
+    model.eval()
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the model has no trainable parameter to add noise to")
+
+    def log_probs(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(functional_call(model, p, (x.unsqueeze(0),)), dim=1)[0]
+
+    per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for x, _ in batches(data, idx, batch_size, device=device):
+        with torch.no_grad():
+            prob = F.softmax(model(x), dim=1)
+        jac = per_sample(params, x)  # name -> (batch, classes, *shape)
+        for n, j in jac.items():
+            total[n] += torch.einsum("bc,bc...->...", prob, j.detach().pow(2))
+    model.train(was_training)
+    return {n: t / len(idx) for n, t in total.items()}
+
+
+def _output_layer(model: nn.Module, num_classes: int) -> nn.Module | None:
+    """The last trainable ``nn.Linear`` with ``num_classes`` outputs: the classifier."""
+    found = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_classes and m.weight.requires_grad:
+            found = m
+    return found
+
+
+@register("fisher", paper="Golatkar, Achille and Soatto 2020 (CVPR), Fisher forgetting")
+def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 1e-6,
+                      max_variance: float = 1e3, max_variance_output: float = 1e2, retain_samples: int | None = None,
+                      batch_size: int = 32, zero_forgotten_rows: bool | None = None,
+                      noise_seed: int | None = None) -> nn.Module:
+    """Fisher forgetting: Gaussian noise on every weight, large where D_r does not need the weight.
+
+    The noise of weight ``i`` has variance ``alpha / (F_i + 1e-8)``, with ``F`` the diagonal Fisher information on
+    D_r (:func:`expected_fisher`): what D_r constrains moves little, what only D_f used is scrambled. The shaping
+    follows the official code (Golatkar et al., ``get_mean_var``), so that the baseline is the published one:
+
+    - ``1 / (F + 1e-8)`` is capped at ``max_variance`` (1e3), and at ``max_variance_output`` (1e2) on the
+      classifier, before the factor ``alpha``;
+    - for a tensor of two or more dimensions, the variance is averaged over everything but the first dimension (one
+      variance per output unit or filter);
+    - the variance is multiplied by 10 on the classifier and on every one-dimensional parameter (meant for BatchNorm,
+      the official rule also catches biases);
+    - on a class task (``zero_forgotten_rows=None`` or ``True``), the classifier rows of the forgotten classes get
+      mean 0 and variance 1e-4, which nearly masks their logits. ``False`` leaves them to the noise alone.
+
+    The official code identifies the classifier as "any tensor with ``num_classes`` rows"; here it is the last
+    trainable ``nn.Linear`` with ``num_classes`` outputs (another tensor that happens to have as many rows is left
+    alone). The Fisher uses all of D_r unless ``retain_samples`` caps it at a seeded random subset (the official
+    code reads all of it, one sample at a time). As for ``ml-forgetting``, the noise is drawn from fresh OS entropy
+    unless ``noise_seed`` is given: noise that anyone can regenerate hides nothing.
+    """
+    _check_positive("alpha", alpha, hint="the scale of the noise variance; the official code uses 1e-6 to 3e-6")
+    _check_positive("batch_size", batch_size, integer=True)
+    retain = np.asarray(task.retain_idx)
+    if retain_samples is not None:
+        _check_positive("retain_samples", retain_samples, integer=True)
+        if retain_samples < len(retain):
+            retain = np.sort(np.random.default_rng(seed).choice(retain, retain_samples, replace=False))
+    model = model.to(device)
+    fisher = expected_fisher(model, task.data, retain, batch_size=batch_size, device=device)
+    head = _output_layer(model, task.num_classes)
+    head_params = {id(p) for p in head.parameters()} if head is not None else set()
+    if zero_forgotten_rows is None:
+        zero_forgotten_rows = task.kind == "full_class"
+    if zero_forgotten_rows and task.kind != "full_class":
+        raise ValueError(f"zero_forgotten_rows applies to a class task, not a {task.kind!r} task")
+    if zero_forgotten_rows and head is None:
+        raise ValueError(f"zero_forgotten_rows needs a trainable nn.Linear classifier with {task.num_classes} "
+                         f"outputs; pass zero_forgotten_rows=False")
+    seed_ = secrets.randbits(63) if noise_seed is None else int(noise_seed)
+    gen = torch.Generator().manual_seed(seed_)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n not in fisher:
+                continue
+            on_head = id(p) in head_params
+            var = (1.0 / (fisher[n] + 1e-8)).clamp(max=max_variance_output if on_head else max_variance) * alpha
+            if p.dim() > 1:
+                var = var.mean(dim=tuple(range(1, p.dim())), keepdim=True).expand_as(p).clone()
+            if on_head or p.dim() == 1:
+                var *= 10
+            mean = p.detach().clone()
+            if zero_forgotten_rows and on_head:
+                rows = torch.as_tensor(list(task.forget_classes), device=p.device)
+                mean[rows] = 0.0
+                var[rows] = 1e-4
+            p.copy_(mean + var.sqrt() * torch.randn(p.shape, generator=gen).to(p.device, p.dtype))
+    model.unlearn_info = {"retain_samples": int(len(retain)), "zero_forgotten_rows": bool(zero_forgotten_rows),
+                          "noise": "fresh OS entropy" if noise_seed is None else f"noise_seed={noise_seed}"}
     return model

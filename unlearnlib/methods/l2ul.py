@@ -25,6 +25,21 @@ Choices that differ from the official code (github.com/csm9493/L2UL), each becau
   NaN;
 - the PGD attack is written here (about 20 lines) instead of importing advertorch.
 
+Where the attack and the loop differ from the official code without a bug to fix (none of these explains the
+collapse of the remaining classes that the chapter reports: the official algorithm collapses the same way):
+
+- the gradient-norm floor of the L2 step is advertorch's 1e-6 by default (``pgd_grad_floor``); 1e-12 lets the
+  examples run on to larger margins, which weakens what they anchor (the chapter measures it);
+- the random start is a uniform point of the eps-ball (Gaussian direction, radius eps * u^(1/d)); advertorch draws
+  a uniform random *image* and projects ``image - x`` onto the ball, which nearly always lands on its surface;
+- each step projects onto the ball, then clips to [0, 1]; advertorch clips, then projects (both end inside both
+  sets here because clipping only shrinks the perturbation);
+- the adversarial batches are reshuffled on every pass (the official loop visits them in one fixed order), and a
+  step evaluates the forget batch before the adversarial batch (official: adversarial, then forget; the loss is
+  the same, only BatchNorm's running statistics see the batches in the other order in ``bn="train"``);
+- a non-finite loss stops the run and is reported as ``diverged`` (the official loop would go on with NaN weights
+  and could count the NaN model's "misclassifications" as success).
+
 BatchNorm: the code trains in ``train()`` mode, so batches of 16-32 forget instances re-estimate the running
 statistics; ``bn="frozen"`` keeps them (and the batch statistics) fixed instead. The chapter measures both.
 """
@@ -87,17 +102,28 @@ def other_labels(labels: torch.Tensor, num_classes: int, generator: torch.Genera
     return (labels + shift) % num_classes
 
 
+#: advertorch's floor on the gradient norm in its L2 step (``normalize_by_pnorm``'s ``small_constant``)
+ADVERTORCH_GRAD_FLOOR = 1e-6
+
+
 def l2_pgd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, eps: float, step: float = 0.1,
-           iters: int = 100, rand_init: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+           iters: int = 100, rand_init: bool = True, grad_floor: float = ADVERTORCH_GRAD_FLOOR,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Targeted L2 projected gradient descent: images within L2 distance ``eps`` of ``x`` (pixels in [0, 1]) that
     ``model`` (taking pixel-space input) classifies as ``targets``.
 
     Each of ``iters`` steps moves ``step`` along the normalised gradient that lowers CE(model(x + delta), target),
     then projects delta back into the ball and x + delta into [0, 1] (clipping only shrinks delta, so both
     constraints hold at the end). The model's parameters receive no gradient.
+
+    The gradient is divided by ``max(||g||, grad_floor)``. With advertorch's floor (1e-6, the default), a step
+    shrinks once the attack has won by a wide margin and the gradient of the cross-entropy has all but vanished,
+    so an example stops about where the target leads by some 20 logits; with a floor of 1e-12 every step keeps its
+    full length and the examples go on to larger margins (the L2UL chapter measures the difference).
     """
-    if eps <= 0 or step <= 0 or iters < 1:
-        raise ValueError(f"need eps > 0, step > 0 and iters >= 1; got eps={eps}, step={step}, iters={iters}")
+    if eps <= 0 or step <= 0 or iters < 1 or grad_floor <= 0:
+        raise ValueError(f"need eps > 0, step > 0, iters >= 1 and grad_floor > 0; got eps={eps}, step={step}, "
+                         f"iters={iters}, grad_floor={grad_floor}")
     flat = lambda t: t.flatten(1)
     shape = (-1,) + (1,) * (x.dim() - 1)
 
@@ -116,7 +142,7 @@ def l2_pgd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, eps: flo
         delta.requires_grad_(True)
         loss = F.cross_entropy(model(x + delta), targets, reduction="sum")
         (g,) = torch.autograd.grad(loss, delta)
-        g = g / flat(g).norm(dim=1).clamp_min(1e-12).view(shape)
+        g = g / flat(g).norm(dim=1).clamp_min(grad_floor).view(shape)
         delta = project(delta.detach() - step * g)
     return (x + delta).detach()
 
@@ -135,8 +161,9 @@ class AdversarialSet:
 
 
 def adversarial_examples(model: nn.Module, data, indices, *, per_instance: int = 20, eps: float = 2.0,
-                         step: float = 0.1, iters: int = 100, batch_size: int = 512, seed: int = 0,
-                         device="cpu", progress: bool = False) -> AdversarialSet:
+                         step: float = 0.1, iters: int = 100, grad_floor: float = ADVERTORCH_GRAD_FLOOR,
+                         batch_size: int = 512, seed: int = 0, device="cpu",
+                         progress: bool = False) -> AdversarialSet:
     """``per_instance`` targeted L2 PGD examples of every training sample ``indices`` against ``model`` (in eval
     mode), each towards its own random wrong label."""
     if per_instance < 1:
@@ -152,7 +179,8 @@ def adversarial_examples(model: nn.Module, data, indices, *, per_instance: int =
     for start in tqdm(range(0, len(source), batch_size), desc="adversarial examples", disable=not progress,
                       leave=False):
         b = slice(start, start + batch_size)
-        out.append(l2_pgd(pixel, x0[source[b]], targets[b], eps=eps, step=step, iters=iters, generator=gen))
+        out.append(l2_pgd(pixel, x0[source[b]], targets[b], eps=eps, step=step, iters=iters, grad_floor=grad_floor,
+                          generator=gen))
     return AdversarialSet(torch.cat(out), targets, source)
 
 
@@ -169,9 +197,12 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def mas_importance(model: nn.Module, data, indices, *, batch_size: int = 32, bn: str = "train",
                    device="cpu") -> dict[str, torch.Tensor]:
-    """Memory-aware-synapses importance of every parameter for the samples ``indices``: the mean over samples of
-    ``|d ||f(x)||_2 / d theta|``, accumulated batch by batch (no labels needed). BatchNorm runs in ``bn`` mode on a
-    copy, so the model's running statistics are untouched."""
+    """Memory-aware-synapses importance of every parameter for the samples ``indices`` (no labels needed), as the
+    official code computes it: per batch B, the absolute gradient of the *batch mean* of the logits' L2 norm,
+    ``|d (1/|B| sum_{x in B} ||f(x)||_2) / d theta|``, averaged over batches weighted by their size. This is not the
+    mean over samples of per-sample absolute gradients: within a batch, samples whose gradients have opposite signs
+    cancel before the absolute value is taken. BatchNorm runs in ``bn`` mode on a copy, so the model's running
+    statistics are untouched."""
     import copy
 
     work = copy.deepcopy(model)
@@ -243,7 +274,8 @@ def _relabel_targets(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, rel
 def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bool = True, importance: bool = True,
          retain_oracle: bool = False, objective: str = "ascent", relabel_to=None, lr: float = 1e-3,
          momentum: float = 0.9, weight_decay: float = 1e-4, lam: float = 1.0, per_instance: int = 20,
-         eps: float = 2.0, pgd_step: float = 0.1, pgd_iters: int = 100, adv_batch_size: int = 256,
+         eps: float = 2.0, pgd_step: float = 0.1, pgd_iters: int = 100,
+         pgd_grad_floor: float = ADVERTORCH_GRAD_FLOOR, adv_batch_size: int = 256,
          forget_batch_size: int = 32, max_passes: int = 1000, max_steps: int | None = None,
          bn: str = "train", max_grad_norm: float | None = None,
          on_step: Callable[[int, nn.Module], None] | None = None, progress: bool = False) -> nn.Module:
@@ -257,9 +289,14 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     ``max_steps`` optimizer steps at the latest (a step cap makes runs with and without adversarial examples cost
     alike on a CPU). ``max_grad_norm`` clips the gradient norm of every step (the official code does not clip;
     ascent on an unbounded loss can then run away). ``on_step(step, model)`` is called after every optimizer step,
-    to trace a run (e.g. the test accuracy as it unlearns); it must not train the model. The returned model's
-    ``unlearn_info`` holds the steps taken, whether every instance ended misclassified, and the share of
-    adversarial examples the original model assigns to their attack label.
+    to trace a run (e.g. the test accuracy as it unlearns); it must not train the model. ``pgd_grad_floor`` is the
+    attack's floor on the gradient norm (:func:`l2_pgd`; advertorch's 1e-6 by default).
+
+    Divergence guard: gradient ascent on an unbounded loss can run away. When the loss of a step, or the forget
+    instances' logits, stop being finite, training stops there and the run reports ``diverged``; it never counts as
+    success, even though a model that outputs NaN "misclassifies" everything. The returned model's ``unlearn_info``
+    holds the steps taken, whether every instance ended misclassified (``success``), whether the run diverged, and the
+    share of adversarial examples the original model assigns to their attack label.
     """
     if bn not in BN_MODES:
         raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
@@ -277,15 +314,23 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     goal = _relabel_targets(model, x_f, y_f, relabel_to, data.num_classes) if objective == "relabel" else None
     pixel = PixelSpace(model, data.mean, data.std)
 
+    diverged = False
+
     @torch.no_grad()
     def done() -> bool:
-        pred = model.eval()(x_f).argmax(1)
+        nonlocal diverged
+        logits = model.eval()(x_f)
+        if not torch.isfinite(logits).all():
+            diverged = True
+            return False
+        pred = logits.argmax(1)
         return bool((pred == goal).all()) if goal is not None else bool((pred != y_f).all())
 
     adv, hit_rate = None, float("nan")
     if adversarial:
         adv = adversarial_examples(model, data, forget, per_instance=per_instance, eps=eps, step=pgd_step,
-                                   iters=pgd_iters, seed=seed, device=device, progress=progress)
+                                   iters=pgd_iters, grad_floor=pgd_grad_floor, seed=seed, device=device,
+                                   progress=progress)
         with torch.no_grad():
             hit_rate = (pixel.eval()(adv.x).argmax(1) == adv.targets).float().mean()
         hit_rate = float(hit_rate)
@@ -301,7 +346,7 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     steps, passes, success = 0, 0, done()
     bar = tqdm(desc="L2UL steps", disable=not progress, leave=False)
     step_cap = math.inf if max_steps is None else max_steps
-    while not success and passes < max_passes and steps < step_cap:
+    while not success and not diverged and passes < max_passes and steps < step_cap:
         passes += 1
         if adv is not None:
             order = torch.randperm(len(adv), generator=gen).to(device)
@@ -323,6 +368,9 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
             loss = sum(n * t for n, t in terms) / sum(n for n, _ in terms)
             if anchor is not None:
                 loss = loss + lam / 2 * sum((w * (p - p0) ** 2).sum() for p, w, p0 in anchor)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:
@@ -334,11 +382,12 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
                 with torch.no_grad():
                     on_step(steps, model)
             success = done()
-            if success or steps >= step_cap:
+            if success or diverged or steps >= step_cap:
                 break
     bar.close()
     model.eval()
-    model.unlearn_info = {"steps": steps, "passes": passes, "success": success,
+    model.unlearn_info = {"steps": steps, "passes": passes, "success": success and not diverged,
+                          "diverged": diverged,
                           "adv_examples": 0 if adv is None else len(adv), "adv_hit_rate": hit_rate}
     return model
 

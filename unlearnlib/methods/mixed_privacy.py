@@ -31,6 +31,11 @@ Where we depart from the paper and from the public reimplementation (UCR), and w
 - ``w_user`` starts at exactly 0 and the linearized tail keeps its BatchNorm statistics frozen (UCR re-initialises
   the tangent weights and resets BN; both break the "zero the user weights" semantics and the exact linearity).
 - The auxiliary variable ``v`` starts at 0 (UCR draws it at random) and runs for the paper's 2-3 epochs (UCR: 150).
+- The noise comes from fresh OS entropy on every request (``noise_seed`` makes it reproducible, for figures):
+  noise that a caller could regenerate from a default seed could be subtracted again, and would hide nothing.
+- The SGD solver of the Newton step keeps a constant step by default: at the paper's 2-3 epochs it lands closer to
+  the exact step than a cosine-annealed one. A constant step stalls at a noise floor after many epochs; pass
+  ``anneal=True`` for long solves (:func:`newton_step`).
 - Learning rates default to ``1/L``, with ``L`` the largest eigenvalue of the quadratic's Hessian estimated by
   power iteration on a mini-batch: the quadratic is badly conditioned (LQF's remark), and a step size tied to its
   curvature is the stable choice that needs no tuning per dataset.
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import secrets
 import time
 from collections import OrderedDict
 from typing import Callable
@@ -358,14 +364,20 @@ def solve_user_weights(model: MixedLinear, data, idx, *, tol: float = 1e-6, max_
 
 
 def newton_step(model: MixedLinear, data, remaining, *, solver: str = "sgd", epochs: int = 3, batch_size: int = 256,
-                lr: float | None = None, momentum: float = 0.9, cg_tol: float = 1e-6, cg_max_iter: int = 1000,
-                seed: int = 0, device="auto", progress: bool = False) -> tuple[torch.Tensor, dict]:
+                lr: float | None = None, momentum: float = 0.9, anneal: bool = False, cg_tol: float = 1e-6,
+                cg_max_iter: int = 1000, seed: int = 0, device="auto",
+                progress: bool = False) -> tuple[torch.Tensor, dict]:
     """The step ``v ~ H^{-1} g`` with ``g`` the exact gradient of ``L`` on ``remaining`` at the current weights.
 
     ``solver="sgd"`` (the paper, eqs. 11-12): minimise ``1/2 v^T H v - g^T v`` for ``epochs`` passes over
     ``remaining``, with the ``v^T H v`` term estimated on mini-batches (``||J_B v||^2 / |B| + mu ||v||^2``) and ``g``
-    computed once, exactly. ``solver="cg"``: conjugate gradient with full-batch Hessian-vector products (exact to
-    ``cg_tol``). Returns ``v`` and what the solver did.
+    computed once, exactly. The step size is constant by default. With a constant step the mini-batch noise of the
+    Hessian term leaves the solution at a noise floor that more epochs do not lower; ``anneal=True`` cosine-anneals
+    the step to 0 over the run (as :func:`train_user_weights` does) and keeps converging. We keep the constant step
+    as the default because the paper's operating point is 2-3 epochs, far from the floor, where annealing halves the
+    average step and lands further from the exact step (``tests/test_mixed_privacy.py`` measures both).
+    ``solver="cg"``: conjugate gradient with full-batch Hessian-vector products (exact to ``cg_tol``). Returns ``v``
+    and what the solver did.
     """
     device = resolve_device(device)
     remaining = np.asarray(remaining)
@@ -382,6 +394,8 @@ def newton_step(model: MixedLinear, data, remaining, *, solver: str = "sgd", epo
     z_all = features(model, data, device=device)
     v = torch.zeros_like(g, requires_grad=True)
     opt = torch.optim.SGD([v], lr=lr, momentum=momentum)
+    steps = epochs * int(np.ceil(len(remaining) / batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if anneal else None
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         for b in _chunks(rng.permutation(remaining), batch_size):
@@ -390,7 +404,9 @@ def newton_step(model: MixedLinear, data, remaining, *, solver: str = "sgd", epo
             aux = 0.5 * jv.pow(2).sum(1).mean() + 0.5 * model.mu * v.pow(2).sum() - g @ v
             aux.backward()
             opt.step()
-    return v.detach(), {"solver": "sgd", "epochs": epochs, "lr": lr, "passes": 1 + epochs}
+            if sched is not None:
+                sched.step()
+    return v.detach(), {"solver": "sgd", "epochs": epochs, "lr": lr, "anneal": anneal, "passes": 1 + epochs}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -483,28 +499,41 @@ def _checked_forget(model: nn.Module, task, method: str) -> np.ndarray:
 @register("ml-forgetting", paper="Golatkar et al., Mixed-Privacy Forgetting in Deep Networks, CVPR 2021")
 def ml_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", sigma: float = 1e-3, solver: str = "sgd",
                   epochs: int = 3, batch_size: int = 256, lr: float | None = None, momentum: float = 0.9,
-                  cg_tol: float = 1e-6, cg_max_iter: int = 1000) -> nn.Module:
+                  anneal: bool = False, cg_tol: float = 1e-6, cg_max_iter: int = 1000,
+                  noise_seed: int | None = None) -> nn.Module:
     """Newton step of the user weights to the optimum on the remaining user data, then Gaussian noise (std sigma).
 
     ``solver="sgd"`` is the paper's (``epochs`` passes of SGD on the auxiliary quadratic, exact residual gradient);
     ``"cg"`` solves the step exactly. The weights before the noise are kept in ``model.pre_noise`` (for the
     information proxy); ``model.user_idx`` loses the forgotten samples, so requests can follow one another.
+
+    The noise hides what the inexact step leaves of the forgotten data, so nobody may be able to regenerate it: by
+    default it is drawn from fresh operating-system entropy, different on every call, whatever ``seed`` is
+    (``seed`` only orders the solver's mini-batches). Pass ``noise_seed`` to make it reproducible, for figures and
+    tests only: anyone who knows that seed can subtract the noise again.
     """
     forget = _checked_forget(model, task, "ml-forgetting")
     remaining = np.setdiff1d(model.user_idx, forget)
     if remaining.size == 0:
         raise ValueError("the request forgets every user sample: use the 'ml-zero' method (w_user = 0)")
     v, info = newton_step(model, task.data, remaining, solver=solver, epochs=epochs, batch_size=batch_size, lr=lr,
-                          momentum=momentum, cg_tol=cg_tol, cg_max_iter=cg_max_iter, seed=seed, device=device)
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(model.num_user_weights, generator=gen).to(model.w_user.device, model.w_user.dtype)
+                          momentum=momentum, anneal=anneal, cg_tol=cg_tol, cg_max_iter=cg_max_iter, seed=seed,
+                          device=device)
+    noise = _noise(model.num_user_weights, noise_seed).to(model.w_user.device, model.w_user.dtype)
     with torch.no_grad():
         model.w_user -= v
         model.pre_noise = model.w_user.detach().clone()
         model.w_user += sigma * noise
     model.user_idx = remaining
-    model.unlearn_info = {**info, "sigma": sigma}
+    model.unlearn_info = {**info, "sigma": sigma,
+                          "noise": "fresh OS entropy" if noise_seed is None else f"noise_seed={noise_seed}"}
     return model
+
+
+def _noise(size: int, noise_seed: int | None) -> torch.Tensor:
+    """Standard normal noise; from fresh OS entropy unless ``noise_seed`` is given (then reproducible)."""
+    seed = secrets.randbits(63) if noise_seed is None else int(noise_seed)
+    return torch.randn(size, generator=torch.Generator().manual_seed(seed))
 
 
 @register("ml-zero", paper="Golatkar et al., Mixed-Privacy Forgetting in Deep Networks, CVPR 2021")

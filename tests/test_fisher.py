@@ -1,0 +1,96 @@
+"""Fisher forgetting (Golatkar et al., CVPR 2020), the baseline of the mixed-privacy paper: the Fisher diagonal is the
+expected one of the model's own predictions, the noise is large exactly where D_r does not constrain a weight, it
+cannot be regenerated unless a seed is passed, and a class request is forgotten while the rest survives."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unlearnlib import tasks
+from unlearnlib.methods import baselines as B
+from unlearnlib.methods import mixed_privacy as mp
+from unlearnlib.methods import unlearn
+from unlearnlib.models import model_for
+from unlearnlib.training import accuracy, train_or_load
+
+from conftest import TINY_RECIPE
+
+
+def test_expected_fisher_is_the_probability_weighted_mean_of_squared_per_class_gradients(small_fashion):
+    """Against the official computation: one sample at a time, one backward pass per class."""
+    model = model_for(small_fashion, "mlp", seed=0).eval()
+    idx = small_fashion.train_idx[:6]
+    fast = B.expected_fisher(model, small_fashion, idx, batch_size=4, device="cpu")
+    slow = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in idx:
+        x = small_fashion.normalize(small_fashion.x_train[i:i + 1])
+        logits = model(x)
+        prob = F.softmax(logits, 1).detach()[0]
+        for c in range(small_fashion.num_classes):
+            model.zero_grad()
+            F.cross_entropy(logits, torch.tensor([c])).backward(retain_graph=True)
+            for n, p in model.named_parameters():
+                slow[n] += prob[c] * p.grad.pow(2) / len(idx)
+    for n in slow:
+        assert torch.allclose(fast[n], slow[n], rtol=1e-4, atol=1e-10), n
+
+
+@pytest.fixture(scope="module")
+def original(small_fashion, class_task):
+    return train_or_load(small_fashion, class_task.train_idx, "small-cnn", TINY_RECIPE, seed=0, role="original",
+                         device="cpu", progress=False).model
+
+
+def test_fisher_forgetting_forgets_the_class_and_keeps_the_rest(small_fashion, class_task, original):
+    """On a class task, with the official shaping (the forgotten class's classifier row zeroed): the class is no
+    longer recognised, and the remaining classes' test accuracy stays within a few points of the original's.
+    Measured: forget accuracy 0.02, remaining-class test accuracy 0.784 against 0.817. The forgetting comes from the
+    row zeroing: with ``zero_forgotten_rows=False`` the noise alone, at the official alpha, leaves 0.99 recognised."""
+    out = unlearn("fisher", original, class_task, device="cpu", noise_seed=0, retain_samples=500).model
+    before = accuracy(original, small_fashion, class_task.test_retain_idx)
+    after = accuracy(out, small_fashion, class_task.test_retain_idx)
+    assert accuracy(original, small_fashion, class_task.forget_idx, split="train") > 0.8
+    assert accuracy(out, small_fashion, class_task.forget_idx, split="train") < 0.05
+    assert after > before - 0.05
+
+
+def test_the_noise_is_large_where_the_retained_data_do_not_constrain_a_weight(small_fashion, class_task, original):
+    """Without the row zeroing, the noise per classifier row follows 1 / Fisher on D_r: the forgotten class's row,
+    which D_r hardly constrains, moves more than any remaining class's row (measured: 0.33 against at most 0.29)."""
+    out = unlearn("fisher", original, class_task, device="cpu", noise_seed=0, retain_samples=500,
+                  zero_forgotten_rows=False).model
+    head = B._output_layer(original, 10)
+    moved = B._output_layer(out, 10)
+    shift = (moved.weight - head.weight).detach().norm(dim=1)
+    (forgotten,) = class_task.forget_classes
+    assert shift[forgotten] > shift[np.arange(10) != forgotten].max()
+
+
+def test_the_noise_is_fresh_unless_a_noise_seed_is_given(small_fashion, class_task, original):
+    hp = dict(device="cpu", retain_samples=100, zero_forgotten_rows=False)
+    weights = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    a, b = (weights(unlearn("fisher", original, class_task, **hp).model) for _ in range(2))
+    c, d = (weights(unlearn("fisher", original, class_task, noise_seed=3, **hp).model) for _ in range(2))
+    assert not torch.equal(a, b)
+    assert torch.equal(c, d)
+
+
+def test_fisher_forgetting_adds_noise_to_the_user_weights_of_a_mixed_linear_model_only(small_fashion, original):
+    core_idx, user_idx = mp.core_split(small_fashion, 0.5, seed=0)
+    model = mp.MixedLinear(copy.deepcopy(original), core_idx=core_idx, user_idx=user_idx, mu=0.1)
+    mp.train_user_weights(model, small_fashion, user_idx, epochs=1, device="cpu", progress=False)
+    request = tasks.instances(small_fashion, user_idx[:20])
+    out = unlearn("fisher", model, request, device="cpu", noise_seed=0, retain_samples=200).model
+    assert not torch.equal(out.w_user, model.w_user)
+    assert all(torch.equal(p, q) for p, q in zip(out.tail.parameters(), model.tail.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(out.trunk.parameters(), model.trunk.parameters()))
+
+
+def test_bad_requests_are_refused_with_a_clear_error(small_fashion, class_task, original):
+    random_task = tasks.random_samples(small_fashion, 30, seed=0)
+    with pytest.raises(ValueError, match="class task"):
+        unlearn("fisher", original, random_task, device="cpu", zero_forgotten_rows=True)
+    with pytest.raises(ValueError, match="alpha"):
+        unlearn("fisher", original, class_task, device="cpu", alpha=0)
