@@ -82,7 +82,8 @@ def test_fisher_forgetting_adds_noise_to_the_user_weights_of_a_mixed_linear_mode
     model = mp.MixedLinear(copy.deepcopy(original), core_idx=core_idx, user_idx=user_idx, mu=0.1)
     mp.train_user_weights(model, small_fashion, user_idx, epochs=1, device="cpu", progress=False)
     request = tasks.instances(small_fashion, user_idx[:20])
-    out = unlearn("fisher", model, request, device="cpu", noise_seed=0, retain_samples=200).model
+    out = unlearn("fisher", model, request, device="cpu", noise_seed=0).model
+    assert out.unlearn_info["retain_samples"] == len(user_idx) - 20  # the remaining user data, not the core
     assert not torch.equal(out.w_user, model.w_user)
     assert all(torch.equal(p, q) for p, q in zip(out.tail.parameters(), model.tail.parameters()))
     assert all(torch.equal(p, q) for p, q in zip(out.trunk.parameters(), model.trunk.parameters()))

@@ -472,12 +472,16 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
     The official code identifies the classifier as "any tensor with ``num_classes`` rows"; here it is the last
     trainable ``nn.Linear`` with ``num_classes`` outputs (another tensor that happens to have as many rows is left
     alone). The Fisher uses all of D_r unless ``retain_samples`` caps it at a seeded random subset (the official
-    code reads all of it, one sample at a time). As for ``ml-forgetting``, the noise is drawn from fresh OS entropy
+    code reads all of it, one sample at a time). On a mixed-linear model (one with ``user_idx``), D_r is its
+    remaining user data: only ``w_user`` is trainable, and the core data are not in it. As for ``ml-forgetting``, the noise is drawn from fresh OS entropy
     unless ``noise_seed`` is given: noise that anyone can regenerate hides nothing.
     """
     _check_positive("alpha", alpha, hint="the scale of the noise variance; the official code uses 1e-6 to 3e-6")
     _check_positive("batch_size", batch_size, integer=True)
     retain = np.asarray(task.retain_idx)
+    user = getattr(model, "user_idx", None)
+    if user is not None:  # a mixed-linear model: what it may keep are its remaining *user* samples (core is in w_c)
+        retain = np.setdiff1d(np.asarray(user), task.forget_idx)
     if retain_samples is not None:
         _check_positive("retain_samples", retain_samples, integer=True)
         if retain_samples < len(retain):
