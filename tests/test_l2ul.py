@@ -235,3 +235,22 @@ def test_a_run_whose_loss_stops_being_finite_reports_diverged_and_never_success(
     assert out.info["steps"] < 200
     healthy = unlearn("l2ul", trained[0], request16, seed=0, device="cpu", **FAST, max_steps=5)
     assert healthy.info["diverged"] is False
+
+
+def test_a_progress_trace_records_every_step_and_reads_values_at_matched_forget_accuracy(trained, request16):
+    """The trace sees every optimizer step of a successful run, its last forget accuracy is 0, and the matched
+    reading is the probe accuracy of the first step at or below the level (None for a level never reached)."""
+    model, data = trained[0], request16.data
+    f = torch.as_tensor(request16.forget_idx)
+    probe = torch.arange(200)
+    trace = L.ProgressTrace(data.normalize(data.x_train[f]), data.y_train[f], data.normalize(data.x_test[probe]),
+                            data.y_test[probe])
+    out = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS["adv"], **FAST, on_step=trace)
+    assert out.info["success"]
+    assert [r["step"] for r in trace.rows] == list(range(1, out.info["steps"] + 1))
+    assert trace.rows[-1]["forget_acc"] == 0.0
+    first_half = next(r for r in trace.rows if r["forget_acc"] <= 0.5)
+    assert L.at_matched_progress(trace.rows, 0.5) == first_half["probe_acc"]
+    assert L.at_matched_progress(trace.rows, -1.0) is None
+    with pytest.raises(ValueError, match="every"):
+        L.ProgressTrace(None, None, None, None, every=0)

@@ -391,3 +391,42 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
                           "adv_examples": 0 if adv is None else len(adv), "adv_hit_rate": hit_rate}
     return model
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparing variants at matched progress
+
+class ProgressTrace:
+    """An ``on_step`` callback for :func:`l2ul` that records, every ``every`` optimizer steps, the forget accuracy
+    (share of the forget instances still classified as their label) and the accuracy on held-out probe images.
+
+    Variants that stop at a step cap have made different amounts of progress; comparing them at the step where each
+    reaches the *same* forget accuracy (:func:`at_matched_progress`) separates "forgets with less damage" from "has
+    forgotten less so far". Inputs are normalised images; the model is only evaluated, never trained.
+    """
+
+    def __init__(self, x_forget: torch.Tensor, y_forget: torch.Tensor, x_probe: torch.Tensor,
+                 y_probe: torch.Tensor, *, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.x_forget, self.y_forget, self.x_probe, self.y_probe = x_forget, y_forget, x_probe, y_probe
+        self.every = every
+        self.rows: list[dict] = []
+
+    @torch.no_grad()
+    def __call__(self, step: int, model: nn.Module) -> None:
+        if step % self.every:
+            return
+        model.eval()
+        forget = (model(self.x_forget).argmax(1) == self.y_forget).float().mean().item()
+        probe = (model(self.x_probe).argmax(1) == self.y_probe).float().mean().item()
+        self.rows.append({"step": step, "forget_acc": forget, "probe_acc": probe})
+
+
+def at_matched_progress(rows: Sequence[dict], forget_acc: float, *, value: str = "probe_acc") -> float | None:
+    """``value`` (by default the probe accuracy) at the first traced step whose forget accuracy is at most
+    ``forget_acc``; ``None`` when the run never gets there (report it as such, not as a number)."""
+    for row in rows:
+        if row["forget_acc"] <= forget_acc:
+            return row[value]
+    return None
