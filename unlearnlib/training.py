@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -56,6 +57,17 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def noise_generator(noise_seed: int | None) -> tuple[torch.Generator, str]:
+    """A generator for noise that must hide something (the noise of a forgetting method), and how it was seeded.
+
+    Without ``noise_seed`` it is seeded from fresh OS entropy, different on every call: noise that anyone can
+    regenerate from a known seed can be subtracted again, and hides nothing. With ``noise_seed`` it is reproducible,
+    for figures and tests only. The description goes into a method's ``unlearn_info`` (never the entropy seed)."""
+    if noise_seed is None:
+        return torch.Generator().manual_seed(secrets.randbits(63)), "fresh OS entropy"
+    return torch.Generator().manual_seed(int(noise_seed)), f"noise_seed={noise_seed}"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import secrets
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MaskedLogits, fresh_copy
-from ..training import Recipe, accuracy, batches, make_optimizer, set_seed, train_model
+from ..training import Recipe, accuracy, batches, make_optimizer, noise_generator, set_seed, train_model
 from . import register
 
 
@@ -473,8 +472,9 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
     trainable ``nn.Linear`` with ``num_classes`` outputs (another tensor that happens to have as many rows is left
     alone). The Fisher uses all of D_r unless ``retain_samples`` caps it at a seeded random subset (the official
     code reads all of it, one sample at a time). On a mixed-linear model (one with ``user_idx``), D_r is its
-    remaining user data: only ``w_user`` is trainable, and the core data are not in it. As for ``ml-forgetting``, the noise is drawn from fresh OS entropy
-    unless ``noise_seed`` is given: noise that anyone can regenerate hides nothing.
+    remaining user data: only ``w_user`` is trainable, and the core data are not in it. As for ``ml-forgetting``,
+    the noise is drawn from fresh OS entropy unless ``noise_seed`` is given
+    (:func:`~unlearnlib.training.noise_generator`).
     """
     _check_positive("alpha", alpha, hint="the scale of the noise variance; the official code uses 1e-6 to 3e-6")
     _check_positive("batch_size", batch_size, integer=True)
@@ -497,8 +497,7 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
     if zero_forgotten_rows and head is None:
         raise ValueError(f"zero_forgotten_rows needs a trainable nn.Linear classifier with {task.num_classes} "
                          f"outputs; pass zero_forgotten_rows=False")
-    seed_ = secrets.randbits(63) if noise_seed is None else int(noise_seed)
-    gen = torch.Generator().manual_seed(seed_)
+    gen, noise_source = noise_generator(noise_seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n not in fisher:
@@ -516,5 +515,5 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
                 var[rows] = 1e-4
             p.copy_(mean + var.sqrt() * torch.randn(p.shape, generator=gen).to(p.device, p.dtype))
     model.unlearn_info = {"retain_samples": int(len(retain)), "zero_forgotten_rows": bool(zero_forgotten_rows),
-                          "noise": "fresh OS entropy" if noise_seed is None else f"noise_seed={noise_seed}"}
+                          "noise": noise_source}
     return model

@@ -29,7 +29,7 @@ Where the attack and the loop differ from the official code without a bug to fix
 collapse of the remaining classes that the chapter reports: the official algorithm collapses the same way):
 
 - the gradient-norm floor of the L2 step is advertorch's 1e-6 by default (``pgd_grad_floor``); 1e-12 lets the
-  examples run on to larger margins, which weakens what they anchor (the chapter measures it);
+  examples run on to larger margins once the attack has won, which weakens what they anchor;
 - the random start is a uniform point of the eps-ball (Gaussian direction, radius eps * u^(1/d)); advertorch draws
   a uniform random *image* and projects ``image - x`` onto the ball, which nearly always lands on its surface;
 - each step projects onto the ball, then clips to [0, 1]; advertorch clips, then projects (both end inside both
@@ -119,7 +119,7 @@ def l2_pgd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, eps: flo
     The gradient is divided by ``max(||g||, grad_floor)``. With advertorch's floor (1e-6, the default), a step
     shrinks once the attack has won by a wide margin and the gradient of the cross-entropy has all but vanished,
     so an example stops about where the target leads by some 20 logits; with a floor of 1e-12 every step keeps its
-    full length and the examples go on to larger margins (the L2UL chapter measures the difference).
+    full length and the examples go on to larger margins.
     """
     if eps <= 0 or step <= 0 or iters < 1 or grad_floor <= 0:
         raise ValueError(f"need eps > 0, step > 0, iters >= 1 and grad_floor > 0; got eps={eps}, step={step}, "
@@ -390,7 +390,6 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
                           "diverged": diverged,
                           "adv_examples": 0 if adv is None else len(adv), "adv_hit_rate": hit_rate}
     return model
-
 
 
 # ---------------------------------------------------------------------------------------------------------------

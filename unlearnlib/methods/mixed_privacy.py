@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import secrets
 import time
 from collections import OrderedDict
 from typing import Callable
@@ -56,7 +55,7 @@ from torch import nn
 from torch.func import functional_call, jvp, vjp
 
 from .._progress import tqdm
-from ..training import resolve_device, set_seed
+from ..training import noise_generator, resolve_device, set_seed
 from . import register
 
 # --------------------------------------------------------------------------------------------------------------
@@ -519,21 +518,15 @@ def ml_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", sigma:
     v, info = newton_step(model, task.data, remaining, solver=solver, epochs=epochs, batch_size=batch_size, lr=lr,
                           momentum=momentum, anneal=anneal, cg_tol=cg_tol, cg_max_iter=cg_max_iter, seed=seed,
                           device=device)
-    noise = _noise(model.num_user_weights, noise_seed).to(model.w_user.device, model.w_user.dtype)
+    gen, noise_source = noise_generator(noise_seed)
+    noise = torch.randn(model.num_user_weights, generator=gen).to(model.w_user.device, model.w_user.dtype)
     with torch.no_grad():
         model.w_user -= v
         model.pre_noise = model.w_user.detach().clone()
         model.w_user += sigma * noise
     model.user_idx = remaining
-    model.unlearn_info = {**info, "sigma": sigma,
-                          "noise": "fresh OS entropy" if noise_seed is None else f"noise_seed={noise_seed}"}
+    model.unlearn_info = {**info, "sigma": sigma, "noise": noise_source}
     return model
-
-
-def _noise(size: int, noise_seed: int | None) -> torch.Tensor:
-    """Standard normal noise; from fresh OS entropy unless ``noise_seed`` is given (then reproducible)."""
-    seed = secrets.randbits(63) if noise_seed is None else int(noise_seed)
-    return torch.randn(size, generator=torch.Generator().manual_seed(seed))
 
 
 @register("ml-zero", paper="Golatkar et al., Mixed-Privacy Forgetting in Deep Networks, CVPR 2021")
