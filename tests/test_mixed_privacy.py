@@ -226,3 +226,25 @@ def test_the_annealed_sgd_solver_keeps_converging_where_a_constant_step_stalls(s
     annealed = {e: distance(e, True) for e in (8, 32, 128)}
     assert annealed[128] < 0.5 * annealed[32] < 0.5 * 0.5 * annealed[8]
     assert annealed[128] < 0.5 * distance(128, False)
+
+
+def test_relearning_is_zero_steps_for_the_original_and_momentum_reaches_the_target_sooner(small_fashion, split,
+                                                                                          fitted):
+    """The re-learn readout: the original is already at the target (0 steps); the retrained model, which never saw
+    D_f, needs steps to get there; and Nesterov momentum at the same stable step 1/L needs fewer than plain descent
+    (the reason the chapter uses it: plain descent saturated the cap)."""
+    request = _request(small_fashion, split[1], 60, seed=3)
+    forget = request.forget_idx
+    remaining = np.setdiff1d(split[1], forget)
+    retrained = unlearn("ml-retrain", fitted, request, device="cpu", cg_tol=1e-8, cg_max_iter=3000).model
+    low, high = mp.data_loss(fitted, small_fashion, forget), mp.data_loss(retrained, small_fashion, forget)
+    assert high > low  # the retrained model fits D_f worse: there is something to re-learn
+    threshold = low + 0.5 * (high - low)
+    lr = 1.0 / mp.largest_curvature(fitted, small_fashion, forget, seed=0)
+    kwargs = dict(threshold=threshold, lr=lr, max_steps=2000, seed=0, device="cpu")
+    assert mp.relearn_steps(fitted, small_fashion, forget, remaining, momentum=0.9, **kwargs) == 0
+    fast = mp.relearn_steps(retrained, small_fashion, forget, remaining, momentum=0.9, **kwargs)
+    plain = mp.relearn_steps(retrained, small_fashion, forget, remaining, momentum=0.0, **kwargs)
+    assert 0 < fast < plain < 2000
+    with pytest.raises(ValueError, match="momentum"):
+        mp.relearn_steps(fitted, small_fashion, forget, remaining, momentum=1.0, **kwargs)

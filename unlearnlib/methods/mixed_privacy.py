@@ -455,16 +455,24 @@ def information_proxy(w_pre_noise: torch.Tensor, w_optimum: torch.Tensor, sigma:
 
 
 def relearn_steps(model: MixedLinear, data, forget_idx, retain_idx, *, threshold: float, lr: float = 0.1,
-                  max_steps: int = 200, seed: int = 0, device="auto") -> int:
+                  momentum: float = 0.0, max_steps: int = 200, seed: int = 0, device="auto") -> int:
     """Steps of full-batch gradient descent on ``L`` over D_f plus as many samples of D_r until the loss on D_f
-    falls to ``threshold`` (e.g. the original model's loss on D_f); ``max_steps`` if it never does. Fewer steps
-    mean that more information about D_f was left in the weights (the paper's re-learn time readout)."""
+    falls to ``threshold``; ``max_steps`` if it never does. Fewer steps mean that more information about D_f was
+    left in the weights (the paper's re-learn time readout).
+
+    ``momentum`` > 0 uses Nesterov momentum, which on this quadratic reaches a threshold in far fewer steps than
+    plain descent at the same stable step ``lr = 1/L``. Choose ``threshold`` between the original model's loss on
+    D_f (reached only in the limit) and the paragon's, e.g. half way, so that every model can reach it within the
+    cap and the count measures something.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     device = resolve_device(device)
     work = copy.deepcopy(model).to(device)
     rng = np.random.default_rng(seed)
     forget_idx = np.asarray(forget_idx)
     subset = np.concatenate([forget_idx, rng.choice(np.asarray(retain_idx), len(forget_idx), replace=False)])
-    opt = torch.optim.SGD([work.w_user], lr=lr)
+    opt = torch.optim.SGD([work.w_user], lr=lr, momentum=momentum, nesterov=momentum > 0)
     for step in range(max_steps):
         if data_loss(work, data, forget_idx, device=device) <= threshold:
             return step
