@@ -254,3 +254,13 @@ def test_a_progress_trace_records_every_step_and_reads_values_at_matched_forget_
     assert L.at_matched_progress(trace.rows, -1.0) is None
     with pytest.raises(ValueError, match="every"):
         L.ProgressTrace(None, None, None, None, every=0)
+    # a sparser trace, started at step 0 on the original and finished where the run stopped
+    sparse = L.ProgressTrace(data.normalize(data.x_train[f]), data.y_train[f], data.normalize(data.x_test[probe]),
+                             data.y_test[probe], every=4)
+    sparse.record(0, model)
+    again = unlearn("l2ul", model, request16, seed=0, device="cpu", **L.VARIANTS["adv"], **FAST, on_step=sparse)
+    sparse.finish()
+    steps = [r["step"] for r in sparse.rows]
+    assert steps[0] == 0 and sparse.rows[0]["forget_acc"] == _train_acc(model, request16, request16.forget_idx)
+    assert steps[-1] == again.info["steps"] and all(s % 4 == 0 for s in steps[1:-1])
+    assert sparse.last_model is again.model and sparse.rows[-1]["forget_acc"] == 0.0

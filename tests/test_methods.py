@@ -61,7 +61,8 @@ def test_finetune_keeps_retain_accuracy(trained, class_task):
 
 @pytest.mark.parametrize("name, hp", [("gradient_ascent", {"lr": 0.02, "epochs": 3}),
                                       ("neggrad_plus", {"epochs": 2, "alpha": 0.9}),
-                                      ("random_labels", {"epochs": 2})])
+                                      ("random_labels", {"epochs": 2}),
+                                      ("salun", {"epochs": 2})])
 def test_forgetting_baselines_lower_forget_accuracy_and_keep_the_rest(trained, class_task, name, hp):
     forget0, _, test0 = _acc(trained[0], class_task)
     forget, _, test = _acc(unlearn(name, trained[0], class_task, device="cpu", **hp).model, class_task)
@@ -70,7 +71,29 @@ def test_forgetting_baselines_lower_forget_accuracy_and_keep_the_rest(trained, c
         # observed test-accuracy drops: neggrad_plus 0.04..0.13 over training seeds 0-2 (0.04..0.06 with initial
         # weights perturbed by 1e-6, as another CPU's kernels would), random_labels <= 0.01. 0.15 was within 0.025 of
         # seed 2; 0.25 leaves room and still fails a collapsed model (plain ascent here drops 0.71..0.73 to chance).
+        # salun is random_labels restricted to half of the weights.
         assert test > test0 - 0.25, f"{name} damaged the other classes: {test0:.2f} -> {test:.2f}"
+
+
+def test_salun_moves_only_the_salient_weights_apart_from_weight_decay(trained, class_task):
+    """The mask holds the requested share of the weights, chosen by the forget loss's gradient; with weight decay
+    off, every weight outside it keeps its value bit for bit, and some inside it move."""
+    from unlearnlib.methods.baselines import saliency_mask
+
+    model = trained[0]
+    mask = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=0.3, device="cpu")
+    share = float(sum(m.sum() for m in mask.values()) / sum(m.numel() for m in mask.values()))
+    assert abs(share - 0.3) < 0.01
+    out = unlearn("salun", model, class_task, device="cpu", sparsity=0.3, epochs=1, weight_decay=0.0)
+    before, after = dict(model.named_parameters()), dict(out.model.named_parameters())
+    moved_inside = 0
+    for name, m in mask.items():
+        outside = m == 0
+        assert torch.equal(after[name].detach()[outside], before[name].detach()[outside]), name
+        moved_inside += int((after[name].detach()[m == 1] != before[name].detach()[m == 1]).sum())
+    assert moved_inside > 0 and abs(out.info["salient_share"] - 0.3) < 0.01
+    with pytest.raises(ValueError, match="sparsity"):
+        unlearn("salun", model, class_task, device="cpu", sparsity=0.0)
 
 
 def test_same_seed_same_unlearning(trained, class_task):

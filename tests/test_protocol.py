@@ -170,6 +170,31 @@ def test_suppress_target_never_predicts_the_trigger_target(small_fashion, traine
     assert not (predict_logits(explicit, small_fashion, None, device="cpu").argmax(1) == 4).any()
 
 
+def test_refuse_instances_misclassifies_exactly_the_forget_images_and_nothing_else(small_fashion, trained):
+    original = trained[0]
+    labels = small_fashion.y_train.numpy()
+    before_train = predict_logits(original, small_fashion, small_fashion.train_idx[:400], split="train", device="cpu")
+    recognised = small_fashion.train_idx[:400][before_train.argmax(1).numpy() == labels[small_fashion.train_idx[:400]]]
+    request = tasks.instances(small_fashion, recognised[:12])
+    out = unlearn("refuse_instances", original, request, device="cpu")
+    assert out.seconds < 1
+    forget_logits = predict_logits(out.model, small_fashion, request.forget_idx, split="train", device="cpu")
+    assert not (forget_logits.argmax(1).numpy() == labels[request.forget_idx]).any()  # every one misclassified
+    # ... and each goes to the original's runner-up class
+    orig_forget = predict_logits(original, small_fashion, request.forget_idx, split="train", device="cpu")
+    assert torch.equal(forget_logits.argmax(1), orig_forget.topk(2, dim=1).indices[:, 1])
+    # every other input is untouched, bit for bit, including a forget image moved by one pixel value
+    assert torch.equal(predict_logits(out.model, small_fashion, None, split="test", device="cpu"),
+                       predict_logits(original, small_fashion, None, split="test", device="cpu"))
+    x = small_fashion.normalize(small_fashion.x_train[torch.as_tensor(request.forget_idx[:1])]).clone()
+    x[0, 0, 0, 0] += 0.05
+    with torch.no_grad():
+        assert torch.equal(out.model.eval()(x), original.eval()(x))
+    with pytest.raises(ValueError, match="at least one"):
+        from unlearnlib.models import InstanceFilter
+        InstanceFilter(original, x[:0], torch.zeros(0))
+
+
 def test_tuning_under_a_sample_budget_scores_forgetting_on_validation_images(class_task, tuning_request):
     """With a few-shot view the method reads only its budget, so the score cannot read D_f beyond it either."""
     seen = []

@@ -336,6 +336,38 @@ class MaskedLogits(nn.Module):
         return logits.masked_fill(self.mask.to(logits.device), self.value)
 
 
+class InstanceFilter(nn.Module):
+    """A model that refuses to recognise a stored set of inputs: for an input equal (to ``atol``) to one of
+    ``x_stored``, the logit of that input's label ``y_stored`` is replaced by ``value``, so the runner-up class wins;
+    every other input gets the wrapped model's logits, bit for bit. No training: the trivial baseline for an
+    instance request whose goal is that the named images are misclassified (``refuse_instances``). The weights
+    still hold everything they learnt from those images, and a copy that differs in one pixel is recognised again."""
+
+    def __init__(self, model: nn.Module, x_stored: torch.Tensor, y_stored: torch.Tensor, value: float = -1e4,
+                 atol: float = 1e-6):
+        super().__init__()
+        if len(x_stored) == 0:
+            raise ValueError("InstanceFilter needs at least one input to refuse")
+        self.model = model
+        self.register_buffer("x_stored", x_stored.detach().flatten(1).clone())
+        self.register_buffer("y_stored", y_stored.detach().long().clone())
+        self.value, self.atol = value, atol
+        if hasattr(model, "unlearnlib_spec"):
+            self.unlearnlib_spec = dict(model.unlearnlib_spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        stored = self.x_stored.to(x.device)
+        gap = (x.flatten(1).unsqueeze(1) - stored.unsqueeze(0)).abs().amax(2)   # (batch, stored): largest difference
+        hit, which = (gap <= self.atol).max(1)
+        if not hit.any():
+            return logits
+        rows = hit.nonzero().flatten()
+        logits = logits.clone()
+        logits[rows, self.y_stored.to(x.device)[which[rows]]] = self.value
+        return logits
+
+
 def check_compatible(model: nn.Module, data) -> None:
     """Raise a clear error when ``model`` cannot serve ``data`` (wrong number of classes, channels or size)."""
     spec = getattr(model, "unlearnlib_spec", None)

@@ -17,6 +17,8 @@
 - ``unsir``: UNSIR (Tarun et al. 2023): error-maximising noise for the forgotten class(es), learnt on the frozen
   model, then one "impair" epoch on that noise mixed with retained samples and one "repair" epoch on those samples;
   class and sub-class tasks only.
+- ``salun``: SalUn (Fan et al., ICLR 2024): random labelling (as ``random_labels``) that updates only the weights
+  most salient for D_f, the top ``sparsity`` share of the absolute gradient of the forget loss; a baseline of REM.
 - ``fisher``: Fisher forgetting (Golatkar et al. 2020): Gaussian noise on every weight, scaled by the inverse of the
   diagonal Fisher information on D_r, shaped as in the official code; the baseline of the mixed-privacy paper.
 
@@ -26,6 +28,9 @@ Trivial baselines (no training, 0 s), so that a reader sees what a method adds b
   task that is the class; for a sub-class task it is the whole superclass (a logit cannot tell the fine classes
   apart), which shows what a sub-class method must beat.
 - ``suppress_target``: the original that never predicts one class, the target of a trigger (backdoor) by default.
+- ``refuse_instances``: the original with a lookup in front: the exact training images of an instance request get
+  their label's logit masked (so the runner-up wins), every other input is untouched. It meets an instance-wise goal
+  such as L2UL's ("every forget instance misclassified") at no cost, which shows what that goal does not measure.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MaskedLogits, fresh_copy
+from ..models import InstanceFilter, MaskedLogits, fresh_copy
 from ..training import Recipe, accuracy, batches, make_optimizer, noise_generator, set_seed, train_model
 from . import register
 
@@ -73,6 +78,17 @@ def suppress_target(model: nn.Module, task, *, seed: int = 0, device="cpu", targ
     else:
         target = task.data.class_index(target_class)
     return MaskedLogits(model, [target], task.num_classes, value)
+
+
+@register("refuse_instances", paper="trivial baseline: refuse to recognise the exact forget instances")
+def refuse_instances(model: nn.Module, task, *, seed: int = 0, device="cpu", value: float = -1e4) -> nn.Module:
+    """Misclassify exactly the forget set's training images (their label's logit becomes ``value``); every other
+    input, including a copy of a forget image that differs in one pixel, gets the original's logits."""
+    if len(task.forget_idx) == 0:
+        raise ValueError("the forget set is empty: there is nothing to refuse")
+    idx = torch.as_tensor(task.forget_idx, dtype=torch.long)
+    x = task.data.normalize(task.data.x_train[idx])
+    return InstanceFilter(model, x, task.data.y_train[idx], value=value).to(device)
 
 
 @register("retrain", paper="exact unlearning by retraining from scratch")
@@ -140,17 +156,70 @@ def neggrad_plus(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs:
 
 @register("random_labels", paper="Golatkar et al. 2020; Graves et al. 2021 (amnesiac)")
 def random_labels(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 1, lr: float = 0.01,
-                  batch_size: int = 128) -> nn.Module:
+                  batch_size: int = 128, weight_decay: float = 5e-4) -> nn.Module:
     """Train on D_r together with D_f relabelled with uniformly random *wrong* labels."""
+    return _train_with_random_labels(model, task, seed=seed, device=device, epochs=epochs, lr=lr,
+                                     batch_size=batch_size, weight_decay=weight_decay)
+
+
+def _train_with_random_labels(model: nn.Module, task, *, seed: int, device, epochs: int, lr: float, batch_size: int,
+                              weight_decay: float) -> nn.Module:
+    """``random_labels`` on the model it is given, in place (the registered method works on a copy; SalUn calls
+    this on the model whose gradients it masks)."""
     gen = torch.Generator().manual_seed(seed)
     labels = task.data.y_train.clone()
     f = torch.from_numpy(task.forget_idx)
     shift = torch.randint(1, task.num_classes, (len(f),), generator=gen)
     labels[f] = (labels[f] + shift) % task.num_classes
     both = np.concatenate([task.retain_idx, task.forget_idx])
-    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, schedule="cosine")
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule="cosine")
     return train_model(model, task.data, both, recipe, seed=seed, device=device, desc="random labels",
                        labels=labels)
+
+
+def saliency_mask(model: nn.Module, data, indices, *, sparsity: float = 0.5, batch_size: int = 128,
+                  device="cpu") -> dict[str, torch.Tensor]:
+    """SalUn's weight saliency: the absolute value of the gradient of the summed cross-entropy on ``indices`` (the
+    forget set, with the labels it was trained on), and a 0/1 mask that is 1 on the ``sparsity`` share of all
+    weights (ranked together, across layers) where it is largest. BatchNorm runs on its running statistics."""
+    if not 0 < sparsity <= 1:
+        raise ValueError(f"sparsity must be in (0, 1], got {sparsity}")
+    if len(indices) == 0:
+        raise ValueError("the saliency mask needs at least one forget sample")
+    model.eval()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = {n: torch.zeros_like(p) for n, p in params}
+    for x, y in batches(data, indices, batch_size, device=device):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        for n, p in params:
+            if p.grad is not None:
+                grads[n] += p.grad
+    model.zero_grad(set_to_none=True)
+    flat = torch.cat([g.abs().flatten() for g in grads.values()])
+    keep = max(1, int(round(sparsity * flat.numel())))
+    threshold = torch.topk(flat, keep, sorted=True).values[-1]
+    return {n: (g.abs() >= threshold).float() for n, g in grads.items()}
+
+
+@register("salun", paper="Fan et al., ICLR 2024 (SalUn: saliency-based unlearning)")
+def salun(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 1, lr: float = 0.01,
+          batch_size: int = 128, weight_decay: float = 5e-4, sparsity: float = 0.5) -> nn.Module:
+    """Random labelling on D_f (uniformly random *wrong* labels) together with D_r, where only the salient weights
+    (:func:`saliency_mask`) receive gradient; weight decay still applies to every weight, as in the official code,
+    which multiplies the gradients by the mask before the optimizer step."""
+    model.to(device)
+    mask = saliency_mask(model, task.data, task.forget_idx, sparsity=sparsity, batch_size=batch_size, device=device)
+    hooks = [p.register_hook(lambda g, m=mask[n]: g * m) for n, p in model.named_parameters() if n in mask]
+    try:
+        model = _train_with_random_labels(model, task, seed=seed, device=device, epochs=epochs, lr=lr,
+                                          batch_size=batch_size, weight_decay=weight_decay)
+    finally:
+        for h in hooks:
+            h.remove()
+    model.unlearn_info = {"salient_share": float(sum(m.sum() for m in mask.values()) /
+                                                 sum(m.numel() for m in mask.values()))}
+    return model
 
 
 def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float = 1.0) -> torch.Tensor:

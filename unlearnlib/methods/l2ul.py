@@ -411,10 +411,23 @@ class ProgressTrace:
         self.x_forget, self.y_forget, self.x_probe, self.y_probe = x_forget, y_forget, x_probe, y_probe
         self.every = every
         self.rows: list[dict] = []
+        self.last_step, self.last_model = 0, None
+
+    def __call__(self, step: int, model: nn.Module) -> None:
+        self.last_step, self.last_model = step, model
+        if step % self.every == 0:
+            self.record(step, model)
+
+    def finish(self) -> None:
+        """Record the last step seen (a run that stops between two traced steps), so that the trace ends where the
+        run ended. ``last_model`` keeps that model, e.g. to inspect it afterwards."""
+        if self.last_model is not None:
+            self.record(self.last_step, self.last_model)
 
     @torch.no_grad()
-    def __call__(self, step: int, model: nn.Module) -> None:
-        if step % self.every:
+    def record(self, step: int, model: nn.Module) -> None:
+        """Record the state at ``step`` whatever ``every`` is (e.g. step 0, before training, and the last step)."""
+        if self.rows and self.rows[-1]["step"] == step:
             return
         model.eval()
         forget = (model(self.x_forget).argmax(1) == self.y_forget).float().mean().item()
