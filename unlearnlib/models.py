@@ -358,7 +358,8 @@ class InstanceFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         stored = self.x_stored.to(x.device)
-        gap = (x.flatten(1).unsqueeze(1) - stored.unsqueeze(0)).abs().amax(2)   # (batch, stored): largest difference
+        # (batch, stored): the largest pixel difference, without materialising a (batch, stored, pixels) tensor
+        gap = torch.cdist(x.flatten(1).to(stored.dtype), stored, p=float("inf"))
         hit, which = (gap <= self.atol).max(1)
         if not hit.any():
             return logits
