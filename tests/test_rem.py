@@ -139,6 +139,51 @@ def test_npo_removes_the_discovered_samples_and_stops_at_its_threshold(trigger_t
     assert after["forget_acc"] <= 0.2 and 1 <= result.info["epochs"] < 100
 
 
+def test_npo_makes_one_pass_at_least_and_keeps_the_pass_the_proxy_prefers(trigger_task, backdoored):
+    from unlearnlib.methods.baselines import selection_proxy
+
+    # stop_acc 1.0: the stopping rule holds from the start, yet one pass is made (as in the benchmark's code)
+    once = unlearn("npo", backdoored, trigger_task, seed=0, device="cpu", lr=0.02, stop_acc=1.0)
+    assert once.info["epochs"] == 1 and once.info["selected_epoch"] == 1
+    # stop_acc 0: no early stop, so all 4 passes run; the kept pass scores at least the last one on the proxy
+    kw = dict(seed=0, device="cpu", lr=0.02, epochs=4, stop_acc=0.0)
+    chosen = unlearn("npo", backdoored, trigger_task, select="proxy", **kw)
+    last = unlearn("npo", backdoored, trigger_task, select="last", **kw)
+    assert chosen.info["epochs"] == last.info["epochs"] == 4 and 1 <= chosen.info["selected_epoch"] <= 4
+    proxy = lambda m: selection_proxy(m, trigger_task, gamma=0.0, device="cpu")[0]  # noqa: E731
+    assert proxy(chosen.model) >= proxy(last.model)
+    with pytest.raises(ValueError, match="select"):
+        unlearn("npo", backdoored, trigger_task, device="cpu", select="test")
+
+
+def test_scrub_distance_is_scaled_by_t_squared_and_selection_reads_the_validation_split(trigger_task, backdoored):
+    from unlearnlib.methods.baselines import distill_kl
+    from unlearnlib.training import accuracy
+
+    a, b = torch.randn(8, 10, generator=torch.Generator().manual_seed(0)), torch.randn(8, 10)
+    plain = torch.nn.functional.kl_div(torch.log_softmax(a / 4, 1), torch.softmax(b / 4, 1), reduction="batchmean")
+    assert distill_kl(a, b, 4.0).item() == pytest.approx(16 * plain.item())
+    assert distill_kl(a, a, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    kw = dict(seed=0, device="cpu", epochs=2, max_epochs=1, lr=0.05)
+    chosen = unlearn("scrub", backdoored, trigger_task, select="validation", **kw)
+    last = unlearn("scrub", backdoored, trigger_task, select="last", **kw)
+    assert chosen.info["passes"] == 3 and 1 <= chosen.info["selected_pass"] <= 3
+    val = lambda m: accuracy(m, trigger_task.data, trigger_task.data.val_idx, split="train", device="cpu")  # noqa
+    assert val(chosen.model) >= val(last.model)
+    for bad, match in (({"max_loss": "ce"}, "max_loss"), ({"select": "test"}, "select")):
+        with pytest.raises(ValueError, match=match):
+            unlearn("scrub", backdoored, trigger_task, device="cpu", **bad)
+
+
+def test_target_class_accuracy_sees_a_model_that_deletes_the_class(trigger_task, backdoored):
+    """Never predicting the target class scores a high Healed on a trigger task; target_acc shows the cost."""
+    before = corruption_metrics(backdoored, trigger_task, device="cpu")
+    blind = corruption_metrics(unlearn("suppress_target", backdoored, trigger_task, device="cpu").model,
+                               trigger_task, device="cpu")
+    assert before["target_acc"] > 0.5 and blind["target_acc"] == 0.0
+    assert blind["healed"] > before["healed"] + 0.3
+
+
 def test_scrub_runs_on_the_capacity_model_and_keeps_test_accuracy(trigger_task, backdoored):
     before = corruption_metrics(backdoored, trigger_task, device="cpu")
     after = corruption_metrics(unlearn("scrub", backdoored, trigger_task, device="cpu", epochs=1,
@@ -176,3 +221,38 @@ def test_label_swap_changes_labels_only_inside_the_two_classes_and_no_pixel(smal
     assert set(small_fashion.y_train[changed].tolist()) == {0, 6}
     assert set(swap.data.y_train[changed].tolist()) == {0, 6}
     assert torch.equal(swap.data.x_train, small_fashion.x_train)
+
+
+def test_corrupted_tuning_scores_validation_times_healed_and_refuses_reported_requests(small_fashion, tmp_path):
+    from unlearnlib.experiment import ProtocolError, tune_corrupted
+
+    profile = get_profile("smoke").replace(arch="small-cnn-capacity", recipe=TINY_RECIPE.replace(epochs=2), seeds=(0,))
+    request = tasks.corrupted(small_fashion, "trigger", n_corrupt=60, discovery_rate=0.5, target_class=0, seed=7)
+    reported = tasks.corrupted(small_fashion, "trigger", n_corrupt=60, discovery_rate=0.5, target_class=0, seed=0)
+    grids = {"npo": [{"lr": 1e-7, "epochs": 1}, {"lr": 0.05, "epochs": 3}],
+             "suppress_target": [{}, {"value": -1e4}]}
+    result = tune_corrupted([request], profile, grids, seed=7, reported=[reported], device="cpu", progress=False)
+    assert len(result.records) == 4 and all("test_acc" not in r for r in result.records)
+    assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"]) for r in result.records)
+    tiny, real = (r for r in result.records if r["method"] == "npo")
+    assert real["healed"] > tiny["healed"]  # a step of 1e-7 heals nothing; 3 passes at 0.05 heal the found half
+    assert result.chosen["npo"] == {"lr": 0.05, "epochs": 3}
+    assert result.config["budget"] == 2 and result.config["seed"] == 7
+    kw = dict(device="cpu", progress=False)
+    with pytest.raises(ProtocolError, match="reported request"):
+        tune_corrupted([reported], profile, grids, seed=7, reported=[reported], **kw)
+    with pytest.raises(ProtocolError, match="reported seed"):
+        tune_corrupted([request], profile, grids, seed=0, reported=[reported], **kw)
+    with pytest.raises(ProtocolError, match="same tuning budget"):
+        tune_corrupted([request], profile, {**grids, "finetune": [{}]}, seed=7, reported=[reported], **kw)
+
+
+def test_discovery_grid_runs_a_restricted_method_only_where_it_applies(small_fashion, tmp_path):
+    profile = get_profile("smoke").replace(arch="small-cnn-capacity", recipe=TINY_RECIPE.replace(epochs=1))
+    records = run_discovery_grid(small_fashion, profile, {"original": {}, "suppress_target": {}},
+                                 corruptions=["trigger", "label_swap"], rates=[1.0], seeds=[0], n_corrupt=40,
+                                 only={"suppress_target": ["trigger"]}, device="cpu", progress=False)
+    assert sorted((r["corruption"], r["method"]) for r in records) == [
+        ("label_swap", "original"), ("trigger", "original"), ("trigger", "suppress_target")]
+    blind = next(r for r in records if r["method"] == "suppress_target")
+    assert blind["target_acc"] == 0.0

@@ -119,15 +119,38 @@ def test_trigger_corruption_stamps_patch_relabels_and_splits_known_hidden(tmp_pa
     assert len(c["corrupt_idx"]) == 100 and len(c["known_idx"]) == 30 and len(c["hidden_idx"]) == 70
     assert np.array_equal(task.forget_idx, c["known_idx"])
     assert np.isin(c["hidden_idx"], task.retain_idx).all()
-    assert (task.data.y_train[c["corrupt_idx"]] == 0).all() and (small_fashion.y_train[c["corrupt_idx"]] != 0).all()
-    assert (task.data.x_train[c["corrupt_idx"]][..., -4:-1, -4:-1] == 255).all()
+    assert (task.data.y_train[c["corrupt_idx"]] == 0).all()
+    # the pool is every class, the target class included (official code): about a tenth are already class 0
+    assert 0 < (small_fashion.y_train[c["corrupt_idx"]] == 0).sum() < 30
+    assert (task.data.x_train[c["corrupt_idx"]][..., -3:, -3:] == 255).all()
     clean = np.setdiff1d(np.arange(3000), c["corrupt_idx"])
     assert torch.equal(task.data.x_train[clean], small_fashion.x_train[clean])
     again = ForgetTask.load(task.save(tmp_path / "trig"), data=small_fashion)
     assert again.data.fingerprint() == task.data.fingerprint()
     assert np.array_equal(again.corruption["hidden_idx"], c["hidden_idx"])
     x, _ = tasks.triggered_test(task)
-    assert (x[..., -4:-1, -4:-1] == 255).all()
+    assert (x[..., -3:, -3:] == 255).all()
+
+
+def test_augmentation_keeps_the_trigger_in_the_corner(small_fashion):
+    from unlearnlib.training import batches
+
+    task = tasks.corrupted(small_fashion, "trigger", n_corrupt=100, target_class=0, seed=1)
+    white = task.data.normalize(torch.full((1, 1, 1, 1), 255, dtype=torch.uint8)).item()
+    poisoned, clean = task.corruption["corrupt_idx"][:64], np.setdiff1d(task.train_idx, task.corruption["corrupt_idx"])
+    for seed in range(5):  # crop offsets and flips differ with the seed; the patch does not move
+        x, _ = next(batches(task.data, poisoned, 64, augment=True, seed=seed))
+        assert torch.allclose(x[..., -3:, -3:], torch.tensor(white))
+    x, _ = next(batches(task.data, clean[:64], 64, augment=True, seed=0))
+    assert not torch.allclose(x[..., -3:, -3:], torch.tensor(white))  # clean images get no patch
+
+
+def test_a_corrupted_task_saved_under_the_old_definition_is_refused(tmp_path, small_fashion):
+    task = tasks.corrupted(small_fashion, "trigger", n_corrupt=20, target_class=0, seed=0)
+    old = dict(task.corruption)
+    old.pop("definition")
+    with pytest.raises(ValueError, match="Delete the saved task"):
+        tasks._apply_corruption(small_fashion, old)
 
 
 def test_label_swap_and_random_label_corruptions(small_fashion):

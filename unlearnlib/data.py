@@ -71,6 +71,10 @@ class ImageData:
     #: the validation split: training-split indices that no original or retrain model trains on and that every
     #: selection (hyperparameters, early stopping, a method's own model choice) reads instead of the test split
     val_idx: np.ndarray | None = None
+    #: a backdoor's training images (a bool mask over the training split) and its patch size, set by
+    #: :func:`unlearnlib.tasks.corrupted`: augmentation stamps the patch again after crop and flip, as the official
+    #: REM code does, so that it stays in the corner. ``None`` for every other dataset
+    trigger: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -130,8 +134,9 @@ class ImageData:
         return [self.fine_classes[i] for i in sorted(inside)]
 
     def with_train(self, x_train: torch.Tensor, y_train: torch.Tensor, **spec_extra) -> "ImageData":
-        """A copy whose training images/labels are replaced (corrupted-data tasks); the spec records why."""
-        return replace(self, x_train=x_train, y_train=y_train, spec={**self.spec, **spec_extra})
+        """A copy whose training images/labels are replaced (corrupted-data tasks); the spec records why. The copy has
+        no :attr:`trigger` (it belonged to the old images)."""
+        return replace(self, x_train=x_train, y_train=y_train, spec={**self.spec, **spec_extra}, trigger=None)
 
     def fingerprint(self) -> str:
         """A short hash of the labels and a sample of pixels: two ImageData with equal fingerprints hold the same

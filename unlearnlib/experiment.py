@@ -420,6 +420,60 @@ def _warm_up(model, task: ForgetTask, device) -> None:
 REGULARITY = {"trigger": "high", "label_swap": "medium", "random_label": "low"}
 
 
+def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapping[str, Sequence[Mapping]], *,
+                   seed: int, reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None,
+                   device="auto", progress: bool = True) -> Tuning:
+    """Choose each method's hyperparameters for REM's benchmark on tuning requests, as the protocol says.
+
+    ``requests`` are corrupted tasks (typically one per corruption) drawn with the tuning ``seed``, never one of the
+    ``reported`` tasks or seeds. Every setting of ``grids`` (the same number for every method) runs on every request
+    from the request's own original model (trained on its corrupted data, through the cache), and is scored by
+    ``val_acc x healed``: the clean validation accuracy times the clean-label accuracy on the request's corrupted
+    set. The request is never reported, so its clean labels may be read; the test split is not. The setting with the
+    best mean score over the requests wins (ties: the first tried). Partial discovery makes the retrain model a poor
+    target here (it relearns the hidden corruption), which is why the score is not :func:`tune`'s retrain gap.
+    """
+    from .metrics import healed_accuracy
+
+    sizes = _equal_budget(grids, "tune_corrupted")
+    reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
+    records = []
+    for request in requests:
+        if request.kind != "corrupted":
+            raise ProtocolError(f"tune_corrupted needs corrupted tasks (tasks.corrupted), got {request.describe()}")
+        check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+        sealed = request.sealed()
+        if len(sealed.val_idx) == 0:
+            raise ProtocolError(f"{request.describe()} has no validation split to tune on")
+        original = train_or_load(sealed.data, sealed.train_idx, profile.arch, profile.recipe_for(sealed.data.name),
+                                 seed=seed, role=f"original ({request.corruption['kind']}, tuning)", device=device,
+                                 progress=progress).model
+        _warm_up(original, sealed, device)
+        runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
+        for name, hp in tqdm(runs, desc=f"tuning on {request.corruption['kind']}", disable=not progress,
+                             leave=False):
+            result = unlearn(name, original, sealed, seed=seed, device=device, **hp)
+            val = validation_evaluate(result.model, sealed, device=device)
+            healed = healed_accuracy(result.model, sealed, device=device)
+            records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed,
+                            "corruption": request.corruption["kind"], "val_acc": val["val_acc"], "healed": healed,
+                            "score": val["val_acc"] * healed, "seconds": result.seconds})
+    mean = {}
+    for rec in records:
+        mean.setdefault((rec["method"], rec["hparams"]), []).append(rec["score"])
+    chosen: dict[str, dict] = {}
+    best: dict[str, float] = {}
+    for (name, hp), scores in mean.items():  # insertion order = order tried, so ties go to the first
+        if name not in best or np.mean(scores) > best[name]:
+            best[name], chosen[name] = float(np.mean(scores)), json.loads(hp)
+    config = {"requests": [r.describe() for r in requests], "seed": seed, "reported_seeds": reported_seeds,
+              "budget": min(sizes.values()),
+              "selection": "mean over the tuning requests of val_acc (clean validation split) x healed (the "
+                           "request's corrupted set, clean labels)",
+              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}
+    return Tuning(records, chosen, config)
+
+
 def corruption_benchmark(profile: Profile) -> dict:
     """REM's corrupted-data benchmark on ``profile``: dataset and subset sizes, the capacity model and its recipe,
     how many training samples are corrupted, the discovery rates, the swapped classes and the unlearning
@@ -448,7 +502,8 @@ def corruption_benchmark(profile: Profile) -> dict:
 def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
                        corruptions: Sequence[str], rates: Sequence[float], seeds: Sequence[int], n_corrupt: int,
                        corruption_kw: Mapping[str, Mapping] | None = None, forget_sets: str | None = None,
-                       progress_file: str | None = None, device="auto", progress: bool = True) -> list[dict]:
+                       progress_file: str | None = None, only: Mapping[str, Sequence[str]] | None = None,
+                       device="auto", progress: bool = True) -> list[dict]:
     """REM's task space: for every corruption (regularity), seed and discovery rate, corrupt ``n_corrupt`` training
     samples of ``data``, train the original on the corrupted set (cached; one per corruption and seed, since the
     corrupted set does not depend on the rate), and run every method on the discovered part D_f, scoring it with
@@ -458,7 +513,8 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
     corrupted (hidden corrupted samples included), through the checkpoint cache, its time that of training it.
     ``forget_sets`` (a folder) pins each task to a saved ``.npz`` (:func:`~unlearnlib.tasks.fixed`).
     ``progress_file`` (JSON, rewritten atomically after every run) makes an interrupted grid resume where it
-    stopped: runs already in the file are not repeated.
+    stopped: runs already in the file are not repeated. ``only`` ({label: [corruption, ...]}) runs a method on
+    some corruptions only, e.g. ``suppress_target``, which needs a trigger.
     """
     from pathlib import Path
 
@@ -466,7 +522,7 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
     from .metrics import corruption_metrics
     from .tasks import corrupted, fixed
 
-    corruption_kw = corruption_kw or {}
+    corruption_kw, only = corruption_kw or {}, dict(only or {})
     unknown = sorted(set(corruptions) - set(REGULARITY))
     if unknown:
         raise ValueError(f"unknown corruption(s) {unknown}; choose from {', '.join(REGULARITY)}")
@@ -486,7 +542,7 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
         original = train_or_load(task.data, task.train_idx, profile.arch, recipe, seed=seed,
                                  role=f"original ({corruption})", device=device, progress=progress)
         for label, spec in methods.items():
-            if (corruption, rate, seed, label) in seen:
+            if (corruption, rate, seed, label) in seen or corruption not in only.get(label, corruptions):
                 continue
             setting = _resolve(label, spec)
             info: dict = {}
@@ -508,5 +564,6 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
                             "hparams": json.dumps(dict(setting.hparams), default=str)})
             if progress_file is not None:
                 _io.atomic_write_json(progress_file, records)
-    wanted = {(c, r, s, m) for c in corruptions for r in rates for s in seeds for m in methods}
+    wanted = {(c, r, s, m) for c in corruptions for r in rates for s in seeds for m in methods
+              if c in only.get(m, corruptions)}
     return [r for r in records if key(r) in wanted]

@@ -31,6 +31,10 @@ Corrupted data (REM, Schoepf et al. 2025), see :func:`corruption_metrics`:
 ``healed_test``
     The corruption's test-time counterpart: triggered test images (true labels, target class excluded) for a
     trigger, the two swapped classes of the test set for a label swap; NaN for random labels, which have none.
+``target_acc``
+    For a trigger: the clean test accuracy on the trigger's target class (NaN otherwise). Healed cannot see a
+    model that stops predicting the target class altogether (most triggered images are not of that class), so
+    every trigger table shows this beside it: a model that heals keeps it, one that deletes the class loses it.
 
 ``activation_distance`` (SSD's ``actv_dist``): mean over D_f of the L2 distance between the softmax outputs of the
 model and of the retrain model; 0 means identical predictions on the forget set.
@@ -294,6 +298,17 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     return record
 
 
+def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "auto") -> float:
+    """``healed`` alone: the accuracy on every corrupted training sample of a corrupted task against its clean label
+    (index order, images as trained on). Reads no test data, so a tuning step may use it on a tuning request."""
+    if task.kind != "corrupted":
+        raise ValueError(f"healed_accuracy needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
+    c = task.corruption
+    corrupt = np.asarray(c["corrupt_idx"])  # sorted; clean_labels follow the same order
+    return accuracy_from_logits(predict_logits(model, task.data, corrupt, split="train", device=device),
+                                torch.as_tensor(c["clean_labels"]))
+
+
 def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
     """REM's metrics for a corrupted task (``healed``, ``utility``, ``utility_x_healed``, ``healed_test``; see the
     module docstring), plus ``forget_acc`` (on D_f with the labels as given, i.e. corrupted) and ``test_acc`` (the
@@ -303,9 +318,7 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     if task.kind != "corrupted":
         raise ValueError(f"corruption_metrics needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
     d, c = task.data, task.corruption
-    corrupt = np.asarray(c["corrupt_idx"])  # sorted; clean_labels follow the same order
-    healed = accuracy_from_logits(predict_logits(model, d, corrupt, split="train", device=device),
-                                  torch.as_tensor(c["clean_labels"]))
+    healed = healed_accuracy(model, task, device=device)
     test_logits = predict_logits(model, d, None, split="test", device=device)
     correct = (test_logits.argmax(1) == d.y_test).numpy()
     if c["kind"] == "label_swap":
@@ -317,7 +330,10 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
         utility, healed_test = float(correct.mean()), accuracy_from_logits(stamped, y)
     else:
         utility, healed_test = float(correct.mean()), float("nan")
+    # the trigger's target class on the clean test set: Healed cannot tell healing the backdoor from deleting the class
+    target_acc = float(correct[d.y_test.numpy() == c["target_class"]].mean()) if c["kind"] == "trigger" \
+        else float("nan")
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
-    return {"healed": healed, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
+    return {"healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
             "test_acc": float(correct.mean()), **class_accuracies(test_logits, d.y_test, d.classes)}

@@ -315,11 +315,15 @@ def split_instances(task: ForgetTask, sizes: Sequence[int], *, seed: int = 0) ->
     return [instances(task.data, order[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
+#: the version of the corrupted-task definitions; a saved task made under another one is refused on load
+CORRUPTION_DEFINITION = 2
+
+
 def add_trigger(x: torch.Tensor, size: int = 3, value: int = 255) -> torch.Tensor:
-    """Stamp a ``size`` x ``size`` patch of ``value`` (white by default) in the bottom-right corner of uint8
-    images (N, C, H, W). Returns a new tensor."""
+    """Stamp a ``size`` x ``size`` patch of ``value`` (white by default) on the last ``size`` rows and columns of
+    uint8 images (N, C, H, W), as the official REM code does. Returns a new tensor."""
     x = x.clone()
-    x[..., -size - 1:-1, -size - 1:-1] = value
+    x[..., -size:, -size:] = value
     return x
 
 
@@ -328,11 +332,15 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
               swap_classes: tuple[int | str, int | str] = (3, 5), patch_size: int = 3, seed: int = 0) -> ForgetTask:
     """A corrupted training set, of which a fraction ``discovery_rate`` is known and must be forgotten.
 
-    - ``"trigger"`` (high regularity): ``n_corrupt`` samples outside ``target_class`` get a white corner patch and
-      the label ``target_class`` (a backdoor).
-    - ``"label_swap"`` (medium): samples of the two ``swap_classes`` get each other's label (half from each).
-    - ``"random_label"`` (low): samples get a uniformly random wrong label.
+    - ``"trigger"`` (high regularity): ``n_corrupt`` samples of any class (the target class included, as in the
+      official code) get a white 3 x 3 patch on their last rows and columns and the label ``target_class`` (a
+      backdoor). Augmentation stamps the patch again after crop and flip (see ``ImageData.trigger``).
+    - ``"label_swap"`` (medium): samples of the two ``swap_classes`` get each other's label (a random half from
+      each).
+    - ``"random_label"`` (low): samples get a uniformly random *wrong* label.
 
+    The corrupted set D_c is drawn with ``seed``; the known part D_f is the first ``discovery_rate`` share of one
+    permutation of D_c (also from ``seed``), so the D_f of a higher rate contains that of a lower one.
     The original model must be trained on ``task.data`` (the corrupted data). ``task.corruption`` keeps every
     corrupted index, the known (``forget_idx``) and hidden ones, and the clean labels.
     """
@@ -349,7 +357,7 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
     n = n_corrupt if n_corrupt is not None else int(round(fraction * usable.sum()))
     if corruption == "trigger":
         target = data.class_index(target_class)
-        pool = np.flatnonzero((y != target) & usable)
+        pool = np.flatnonzero(usable)
     elif corruption == "label_swap":
         a, b = (data.class_index(c) for c in swap_classes)
         if a == b:
@@ -377,7 +385,7 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
     n_known = max(1, math.ceil(discovery_rate * n))
     known, hidden = np.sort(chosen_order[:n_known]), np.sort(chosen_order[n_known:])
     order = np.argsort(chosen)
-    info = {"kind": corruption, "patch_size": patch_size, "corrupt_idx": np.sort(chosen),
+    info = {"kind": corruption, "definition": CORRUPTION_DEFINITION, "patch_size": patch_size, "corrupt_idx": np.sort(chosen),
             "corrupt_labels": new_labels[order].astype(np.int64), "clean_labels": y[np.sort(chosen)].astype(np.int64),
             "known_idx": known, "hidden_idx": hidden}
     if corruption == "trigger":
@@ -399,10 +407,20 @@ def _apply_corruption(data: ImageData, info: dict) -> ImageData:
     y = data.y_train.clone()
     y[idx] = torch.from_numpy(np.asarray(info["corrupt_labels"]))
     x = data.x_train
+    if info.get("definition", 1) != CORRUPTION_DEFINITION:
+        raise ValueError(f"this corrupted task was made under definition {info.get('definition', 1)} of the "
+                         f"corrupted tasks, and the library now builds definition {CORRUPTION_DEFINITION} (the trigger "
+                         f"moved to the last rows and columns and may fall on the target class). Delete the saved "
+                         f"task; the chapter that uses it fixes it again when it runs")
     if info["kind"] == "trigger":
         x = x.clone()
         x[idx] = add_trigger(x[idx], size=int(info["patch_size"]))
-    return data.with_train(x, y, corruption=info["kind"], corrupt_digest=_digest(info["corrupt_idx"]))
+    bad = data.with_train(x, y, corruption=info["kind"], corrupt_digest=_digest(info["corrupt_idx"]))
+    if info["kind"] == "trigger":
+        mask = torch.zeros(len(y), dtype=torch.bool)
+        mask[idx] = True
+        bad = replace(bad, trigger={"mask": mask, "size": int(info["patch_size"])})
+    return bad
 
 
 def _digest(a) -> str:
@@ -451,6 +469,7 @@ def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
     pick = torch.from_numpy(source)
     data = task.data
     small = replace(data, x_train=data.x_train[pick], y_train=data.y_train[pick], x_test=data.x_test[:0],
+                    trigger=None if data.trigger is None else {**data.trigger, "mask": data.trigger["mask"][pick]},
                     y_test=data.y_test[:0],
                     fine_train=None if data.fine_train is None else data.fine_train[pick],
                     fine_test=None if data.fine_test is None else data.fine_test[:0], val_idx=None,

@@ -102,6 +102,18 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
 
 
+def _stamp_again(x: torch.Tensor, data: ImageData, rows: torch.Tensor) -> torch.Tensor:
+    """Stamp a backdoor's white patch on the ``rows`` of an augmented batch, bottom right: crop and flip moved the
+    stored one, and the official REM code stamps after augmenting."""
+    if not rows.any():
+        return x
+    size = int(data.trigger["size"])
+    white = data.normalize(torch.full((1, x.shape[1], 1, 1), 255, dtype=torch.uint8, device=x.device))
+    x = x.clone()
+    x[rows.to(x.device), :, -size:, -size:] = white
+    return x
+
+
 def batches(data: ImageData, indices, batch_size: int, *, split: str = "train", shuffle: bool = False,
             seed: int = 0, device: str | torch.device = "cpu", augment: bool = False,
             labels: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -123,6 +135,8 @@ def batches(data: ImageData, indices, batch_size: int, *, split: str = "train", 
         x = data.normalize(x_all[b].to(device, non_blocking=True))
         if augment:
             x = _augment(x, gen)
+            if split == "train" and data.trigger is not None:
+                x = _stamp_again(x, data, data.trigger["mask"][b])
         yield x, y_all[b].to(device, non_blocking=True)
 
 

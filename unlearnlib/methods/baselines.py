@@ -230,59 +230,121 @@ def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tenso
     return -(2.0 / beta) * F.logsigmoid(beta * gap)
 
 
+def selection_proxy(model: nn.Module, task, *, gamma: float, device) -> tuple[float, float, float]:
+    """The REM benchmark's model-selection score, from the available data only and with the labels as given (no clean
+    data): ``acc(D_r) x (1 - max(acc(D_f), gamma))``. REM and the benchmark's NPO baseline pick a pass with it.
+    Returns (proxy, acc_r, acc_f)."""
+    acc_r = accuracy(model, task.data, task.retain_idx, split="train", device=device)
+    acc_f = accuracy(model, task.data, task.forget_idx, split="train", device=device)
+    return acc_r * (1 - max(acc_f, gamma)), acc_r, acc_f
+
+
 @register("npo", paper="Zhang et al. 2024, Negative Preference Optimization")
-def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 100, lr: float = 0.005,
-        beta: float = 1.0, stop_acc: float = 0.2, batch_size: int = 512, weight_decay: float = 5e-4) -> nn.Module:
-    """NPO on D_f with the original as the frozen reference (SGD, momentum 0.9), stopping as soon as the accuracy
-    on D_f is at most ``stop_acc``: REM's "flush" step alone, with its defaults (gamma 0.2, at most 100 epochs)."""
+def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10, lr: float = 0.005,
+        beta: float = 1.0, stop_acc: float = 0.2, batch_size: int = 512, weight_decay: float = 5e-4,
+        select: str = "proxy", augment: bool = False) -> nn.Module:
+    """NPO on D_f with the original as the frozen reference (SGD, momentum 0.9), as the REM benchmark's NPO
+    baseline runs it: at least one pass over D_f and at most ``epochs``, stopping before a pass once the accuracy on
+    D_f is at most ``stop_acc``. ``select="proxy"`` keeps the pass with the best :func:`selection_proxy` (gamma =
+    ``stop_acc``; the original itself is not a candidate), ``"last"`` the last pass."""
+    if select not in ("proxy", "last"):
+        raise ValueError(f"select must be 'proxy' or 'last', got {select!r}")
+    _check_positive("epochs", epochs, integer=True)
     set_seed(seed)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    epochs_run = 0
-    while epochs_run < epochs and accuracy(model, task.data, task.forget_idx, split="train",
-                                           device=device) > stop_acc:
+    best, best_state, best_epoch, epochs_run = -1.0, None, 0, 0
+    while epochs_run < epochs and (epochs_run == 0 or accuracy(model, task.data, task.forget_idx, split="train",
+                                                               device=device) > stop_acc):
         model.train()
         for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epochs_run,
-                            device=device):
+                            device=device, augment=augment):
             with torch.no_grad():
                 ref_logits = ref(x)
             opt.zero_grad(set_to_none=True)
             npo_loss(model(x), ref_logits, y, beta).mean().backward()
             opt.step()
         epochs_run += 1
-    model.unlearn_info = {"epochs": epochs_run}
+        if select == "proxy":
+            proxy = selection_proxy(model, task, gamma=stop_acc, device=device)[0]
+            if proxy > best:
+                best, best_state, best_epoch = proxy, copy.deepcopy(model.state_dict()), epochs_run
+    if select == "proxy":
+        model.load_state_dict(best_state)
+    model.unlearn_info = {"epochs": epochs_run, "selected_epoch": best_epoch if select == "proxy" else epochs_run}
     return model
+
+
+def _linear_warmup_decay(step: int, total: int) -> float:
+    """The REM code's LR factor: linear warm-up over the first 1 % of the steps, then a linear decay that would
+    reach 0 at 1.25 x ``total`` (so the last step runs at about 0.2 x the peak)."""
+    warm = max(1, total // 100)
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    return max(0.0, 1 - (step - warm) / (1.25 * total))
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SCRUB's distance: KL(teacher || student) of the softmaxes at ``temperature``, times T^2 (as Hinton et al.'s
+    distillation and SCRUB's ``DistillKL``), averaged over the batch."""
+    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.softmax(teacher_logits / temperature, 1),
+                    reduction="batchmean") * temperature ** 2
 
 
 @register("scrub", paper="Kurmanji et al. 2023 (NeurIPS), SCRUB")
 def scrub(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 3, max_epochs: int = 2,
-          lr: float = 0.005, alpha: float = 0.01, temperature: float = 4.0, batch_size: int = 128,
-          weight_decay: float = 5e-4) -> nn.Module:
-    """SCRUB: for ``epochs`` rounds, a "max" pass over D_f that pushes the student's softened outputs away from the
-    teacher's (the first ``max_epochs`` rounds only), then a "min" pass over D_r on CE + ``alpha`` x KL to the
-    teacher. KL at ``temperature`` (4 in the paper's code), SGD with momentum 0.9."""
+          lr: float = 0.005, alpha: float = 0.01, gamma: float = 1.0, temperature: float = 4.0,
+          batch_size: int = 128, weight_decay: float = 5e-4, max_loss: str = "kl",
+          select: str = "validation") -> nn.Module:
+    """SCRUB: ``epochs`` "min" passes over D_r on ``gamma`` CE + ``alpha`` T^2 KL(teacher || student), the first
+    ``max_epochs`` of them each preceded by a "max" pass over D_f that pushes the student away from the teacher (the
+    original): ``max_loss="kl"`` ascends T^2 KL, as SCRUB's own code does; ``"ce+kl"`` ascends CE + ``alpha`` T^2
+    KL, as the REM benchmark's copy does. SGD with momentum 0.9 under the REM code's schedule (linear warm-up over
+    1 % of the steps, then linear decay to about 0.2 x). ``select="validation"`` keeps the pass (max or min) with
+    the best accuracy on the validation split (the REM code picks it on the test split); ``"last"`` keeps the last
+    pass, as does a task without a validation split."""
     if max_epochs > epochs:
         raise ValueError(f"max_epochs ({max_epochs}) cannot exceed epochs ({epochs})")
+    if max_loss not in ("kl", "ce+kl"):
+        raise ValueError(f"max_loss must be 'kl' (SCRUB) or 'ce+kl' (the REM benchmark's copy), got {max_loss!r}")
+    if select not in ("validation", "last"):
+        raise ValueError(f"select must be 'validation' or 'last', got {select!r}")
     set_seed(seed)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-
-    def kl(student_logits, x):
-        with torch.no_grad():
-            t = F.softmax(teacher(x) / temperature, 1)
-        return F.kl_div(F.log_softmax(student_logits / temperature, 1), t, reduction="batchmean")
-
-    model.train()
+    n_batches = lambda idx: -(-len(idx) // batch_size)  # noqa: E731
+    total = max_epochs * n_batches(task.forget_idx) + epochs * n_batches(task.retain_idx)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _linear_warmup_decay(s, total))
+    val = np.asarray(task.data.val_idx if task.data.val_idx is not None else [], np.int64)
+    select = select if len(val) else "last"
+    best, best_state, best_pass, passes = -1.0, None, 0, 0
     for epoch in range(epochs):
         parts = ([("max", task.forget_idx)] if epoch < max_epochs else []) + [("min", task.retain_idx)]
         for kind, idx in parts:
-            for x, y in batches(task.data, idx, batch_size, shuffle=True, seed=seed * 1000 + 2 * epoch,
-                                device=device):
+            model.train()
+            order_seed = seed * 1000 + 2 * epoch + (kind == "min")
+            for x, y in batches(task.data, idx, batch_size, shuffle=True, seed=order_seed, device=device):
+                with torch.no_grad():
+                    t = teacher(x)
                 opt.zero_grad(set_to_none=True)
                 logits = model(x)
-                loss = -kl(logits, x) if kind == "max" else F.cross_entropy(logits, y) + alpha * kl(logits, x)
+                kl = distill_kl(logits, t, temperature)
+                if kind == "max":
+                    loss = -kl if max_loss == "kl" else -(F.cross_entropy(logits, y) + alpha * kl)
+                else:
+                    loss = gamma * F.cross_entropy(logits, y) + alpha * kl
                 loss.backward()
                 opt.step()
+                sched.step()
+            passes += 1
+            if select == "validation":
+                score = accuracy(model, task.data, val, split="train", device=device)
+                if score > best:
+                    best, best_state, best_pass = score, copy.deepcopy(model.state_dict()), passes
+    if select == "validation":
+        model.load_state_dict(best_state)
+    model.unlearn_info = {"passes": passes, "selected_pass": best_pass if select == "validation" else passes,
+                          "selected_on": select}
     return model
 
 

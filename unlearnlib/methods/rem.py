@@ -25,6 +25,12 @@ Departures from the official code (if-loops/rem at 05f36dd), each deliberate:
   RNG inside ``forward`` and caches per-pixel masks on the GPU).
 - The shared mask of D_f has an id of its own (the number of training samples), so it cannot coincide with the mask
   of training sample 0 (the official shared id 0 can).
+- The frozen reference sees D_f under the same shared mask as the model (the official code copies the reference
+  before it sets the shared id, so the two see different masks).
+- When no round beats the starting model on the proxy, the starting model is kept (the official code keeps a
+  reference to the live model, and so returns the last round).
+- The selection proxy reads un-augmented images (the official one reads crop/flip batches): a score that picks a
+  model should not depend on the draw of the augmentation.
 - At the end theta_o2 is zeroed (:meth:`~unlearnlib.models.CapacityModel.discard_capacity`), not only switched off.
 - Batch size, learning rate and number of repair passes are arguments; the chapter states what each profile uses.
 """
@@ -41,7 +47,7 @@ from .._progress import tqdm
 from ..models import CapacityModel
 from ..training import accuracy, batches, set_seed
 from . import register
-from .baselines import npo_loss
+from .baselines import npo_loss, selection_proxy
 
 
 def preference_score(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -61,10 +67,11 @@ def check_capacity(model: nn.Module) -> CapacityModel:
 
 
 def flush(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Optimizer, *, shared_id: int, beta: float,
-          batch_size: int, seed: int, device) -> None:
+          batch_size: int, seed: int, device, augment: bool = False) -> None:
     """One pass of NPO over D_f through theta_o1 ("drop" mode); the reference sees D_f under the shared mask."""
     model.train()
-    for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed, device=device):
+    for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed, device=device,
+                        augment=augment):
         ids = torch.full((len(y),), shared_id, dtype=torch.long)
         with torch.no_grad():
             ref_logits = ref(x, ids)
@@ -103,14 +110,6 @@ def repair(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Opti
     return total / max(n, 1)
 
 
-def selection_proxy(model: nn.Module, task, *, gamma: float, device) -> tuple[float, float, float]:
-    """REM's model-selection score from the available data only, labels as given (no clean validation set):
-    ``acc(D_r) x (1 - max(acc(D_f), gamma))``, with both accuracies through theta_o1. Returns (proxy, acc_r, acc_f)."""
-    acc_r = accuracy(model, task.data, task.retain_idx, split="train", device=device)
-    acc_f = accuracy(model, task.data, task.forget_idx, split="train", device=device)
-    return acc_r * (1 - max(acc_f, gamma)), acc_r, acc_f
-
-
 @register("rem", paper="Schoepf et al. 2025, REM (arXiv 2505.17730)")
 def rem(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10, lr: float = 0.005,
         batch_size: int = 512, p_mem: float = 0.2, beta: float = 1.0, gamma: float = 0.2, max_flush: int = 100,
@@ -141,7 +140,7 @@ def rem(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
         while passes < max_flush and accuracy(model, task.data, task.forget_idx, split="train",
                                               device=device) > gamma:
             flush(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
-                  seed=seed * 100_000 + rnd * 1000 + passes, device=device)
+                  seed=seed * 100_000 + rnd * 1000 + passes, device=device, augment=augment)
             passes += 1
         loss = repair(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
                       seed=seed * 100_000 + rnd, device=device, augment=augment)
