@@ -476,8 +476,10 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
 
 def corruption_benchmark(profile: Profile) -> dict:
     """REM's corrupted-data benchmark on ``profile``: dataset and subset sizes, the capacity model and its recipe,
-    how many training samples are corrupted, the discovery rates, the swapped classes and the unlearning
-    hyperparameters (the values of the REM chapter, so that the comparison shares its cached original models).
+    how many training samples are corrupted, the discovery rates, the swapped classes, REM's rounds and batch size
+    (the values of the REM chapter, so that the comparison shares its cached original models). ``lr`` is a default
+    only: the REM chapter chooses every method's step size on tuning requests (:func:`tune_corrupted`) and records
+    the choice in ``results/rem/<profile>.json`` under ``config.tuning.chosen``.
 
     ``paper`` is the official ResNet-9 setting: SGD 0.025, batch 512, 4,000 iterations (~41 epochs), crop + flip."""
     from .training import Recipe
