@@ -170,6 +170,32 @@ def test_leaderboard_pairs_gaps_by_seed():
     assert shown.loc[("t", "a"), "Δ forget_acc"] == "+10.0 ± 0.0" and shown.loc[("t", "a"), "speed-up"] == "10×"
     with pytest.raises(ValueError, match="no 'retrain' rows"):
         leaderboard(df[df.method != "retrain"], ["forget_acc"])
+    # the 95 % interval of the paired gap: +0.1 on both seeds is resolved, -0 and -0.1 is not
+    assert (a["forget_acc gap low"], a["forget_acc gap high"]) == (pytest.approx(0.1), pytest.approx(0.1))
+    assert a["forget_acc resolved"] and not a["test_acc resolved"]
+    assert a["test_acc gap low"] < 0 < a["test_acc gap high"]
+    assert not board.loc[("t", "retrain"), "forget_acc resolved"]  # the reference against itself: a gap of 0
+
+
+def test_gap_heatmap_hatches_the_cells_whose_interval_includes_zero():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from unlearnlib.plotting import gap_heatmap
+
+    rows = []
+    for seed, (f, t) in enumerate([(0.10, 0.90), (0.12, 0.70), (0.11, 0.80)]):
+        rows += [{"task": "t", "method": "retrain", "seed": seed, "forget_acc": 0.0, "test_acc": 0.8, "seconds": 9.0},
+                 {"task": "t", "method": "a", "seed": seed, "forget_acc": f, "test_acc": t, "seconds": 1.0}]
+    board = leaderboard(pd.DataFrame(rows), ["forget_acc", "test_acc"])
+    ax = gap_heatmap(board, ["forget_acc", "test_acc"], task="t")
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("+11.0\n[") for t in texts)  # a's forget gap, in points, with its interval
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    # a's test gap (+10, -10, 0) and retrain's two zero gaps include 0; a's forget gap does not
+    assert len(hatched) == 3
+    plt.close(ax.figure)
 
 
 def test_pareto_front_keeps_only_undominated_points():

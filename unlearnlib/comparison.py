@@ -181,10 +181,14 @@ def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain") -> "p
     """Per task and method: mean and std over seeds of ``metric - reference's metric`` (paired by seed), the mean
     absolute gap over ``metrics`` (``mean |gap|``), the seconds and the speed-up over the reference's seconds.
 
-    Columns are ``<metric> gap``, ``<metric> gap std``, ``mean |gap|``, ``mean |gap| std``, ``seconds``,
-    ``speed-up`` and ``seeds``. A task without reference rows raises, since there is nothing to compare with.
+    Columns are ``<metric> gap``, ``<metric> gap std``, ``<metric> gap low`` and ``high`` (the 95 % t-interval of
+    the paired gap, :func:`~unlearnlib.stats.paired_difference`), ``<metric> resolved`` (the interval excludes 0),
+    ``mean |gap|``, ``mean |gap| std``, ``seconds``, ``speed-up`` and ``seeds``. A task without reference rows
+    raises, since there is nothing to compare with.
     """
     import pandas as pd
+
+    from .stats import paired_difference
 
     rows = []
     for task, part in df.groupby("task", sort=False):
@@ -202,6 +206,8 @@ def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain") -> "p
             for m in metrics:
                 row[f"{m} gap"] = gaps[m].mean()
                 row[f"{m} gap std"] = gaps[m].std(ddof=1)
+                diff = paired_difference(per_seed[m].to_dict(), ref.loc[per_seed.index, m].to_dict())
+                row[f"{m} gap low"], row[f"{m} gap high"], row[f"{m} resolved"] = diff.low, diff.high, diff.resolved
             row["mean |gap|"], row["mean |gap| std"] = mean_abs.mean(), mean_abs.std(ddof=1)
             row["seconds"] = per_seed["seconds"].mean()
             row["speed-up"] = (ref.loc[per_seed.index, "seconds"].mean() / row["seconds"]

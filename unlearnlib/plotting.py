@@ -113,6 +113,35 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
     return ax
 
 
+def gap_heatmap(board, metrics: Sequence[str], *, task: str, scale: float = 100.0, ax=None, title: str | None = None):
+    """A method x metric heatmap of the paired gaps to the reference in ``board`` (see
+    :func:`unlearnlib.comparison.leaderboard`, one ``task``), each cell annotated with the mean gap and its 95 %
+    interval; a cell whose interval includes 0 is hatched, so that "cannot be told from the reference" is seen at a
+    glance. Colour is the absolute gap (lighter is closer to the reference)."""
+    import matplotlib.pyplot as plt
+
+    part = board.xs(task, level="task")
+    gap = np.array([[part[f"{m} gap"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
+    low = np.array([[part[f"{m} gap low"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
+    high = np.array([[part[f"{m} gap high"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 0.42 * len(part.index) + 1))
+    im = ax.imshow(np.abs(gap), cmap="Reds", aspect="auto", vmin=0)
+    for i in range(gap.shape[0]):
+        for j in range(gap.shape[1]):
+            if np.isnan(gap[i, j]):
+                continue
+            interval = "" if not np.isfinite(low[i, j]) else f"\n[{low[i, j]:+.1f}, {high[i, j]:+.1f}]"
+            ax.text(j, i, f"{gap[i, j]:+.1f}{interval}", ha="center", va="center", fontsize=6)
+            if not (low[i, j] > 0 or high[i, j] < 0):
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, ec="0.6"))
+    ax.set_xticks(range(len(metrics)), list(metrics), fontsize=7, rotation=20)
+    ax.set_yticks(range(len(part.index)), list(part.index), fontsize=7)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, label="|gap to the reference| (points)")
+    ax.set_title(title or f"{task}: gap to the reference, mean [95 % interval]; hatched: includes 0", fontsize=9)
+    return ax
+
+
 def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: str = "", ylabel: str | None = None,
                  palette: dict | None = None):
     """One task's methods as points of mean time (log scale) against a cost (lower is better), with the Pareto
