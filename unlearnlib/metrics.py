@@ -334,6 +334,7 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     target_acc = float(correct[d.y_test.numpy() == c["target_class"]].mean()) if c["kind"] == "trigger" \
         else float("nan")
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
-    return {"healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility, "healed_test": healed_test,
+    return {"healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility,
+            "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
             "test_acc": float(correct.mean()), **class_accuracies(test_logits, d.y_test, d.classes)}

@@ -385,7 +385,8 @@ def corrupted(data: ImageData, corruption: str, *, n_corrupt: int | None = None,
     n_known = max(1, math.ceil(discovery_rate * n))
     known, hidden = np.sort(chosen_order[:n_known]), np.sort(chosen_order[n_known:])
     order = np.argsort(chosen)
-    info = {"kind": corruption, "definition": CORRUPTION_DEFINITION, "patch_size": patch_size, "corrupt_idx": np.sort(chosen),
+    info = {"kind": corruption, "definition": CORRUPTION_DEFINITION, "patch_size": patch_size,
+            "corrupt_idx": np.sort(chosen),
             "corrupt_labels": new_labels[order].astype(np.int64), "clean_labels": y[np.sort(chosen)].astype(np.int64),
             "known_idx": known, "hidden_idx": hidden}
     if corruption == "trigger":
@@ -469,10 +470,10 @@ def few_shot(task: ForgetTask, per_class: int, *, seed: int = 0) -> ForgetTask:
     pick = torch.from_numpy(source)
     data = task.data
     small = replace(data, x_train=data.x_train[pick], y_train=data.y_train[pick], x_test=data.x_test[:0],
-                    trigger=None if data.trigger is None else {**data.trigger, "mask": data.trigger["mask"][pick]},
                     y_test=data.y_test[:0],
                     fine_train=None if data.fine_train is None else data.fine_train[pick],
                     fine_test=None if data.fine_test is None else data.fine_test[:0], val_idx=None,
+                    trigger=None if data.trigger is None else {**data.trigger, "mask": data.trigger["mask"][pick]},
                     spec={**data.spec, "few_shot": {"per_class": int(per_class), "seed": seed}})
     params = {**task.params, "per_class": int(per_class), "budget_seed": seed, "source_idx": source.tolist()}
     empty = np.array([], np.int64)

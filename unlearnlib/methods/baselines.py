@@ -253,9 +253,8 @@ def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
     set_seed(seed)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    best, best_state, best_epoch, epochs_run = -1.0, None, 0, 0
-    while epochs_run < epochs and (epochs_run == 0 or accuracy(model, task.data, task.forget_idx, split="train",
-                                                               device=device) > stop_acc):
+    best, best_state, best_epoch, epochs_run, acc_f = -1.0, None, 0, 0, None
+    while epochs_run < epochs and (acc_f is None or acc_f > stop_acc):  # the first pass is always made
         model.train()
         for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epochs_run,
                             device=device, augment=augment):
@@ -265,10 +264,12 @@ def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
             npo_loss(model(x), ref_logits, y, beta).mean().backward()
             opt.step()
         epochs_run += 1
-        if select == "proxy":
-            proxy = selection_proxy(model, task, gamma=stop_acc, device=device)[0]
+        if select == "proxy":  # the proxy's accuracy on D_f is also the stopping rule's
+            proxy, _, acc_f = selection_proxy(model, task, gamma=stop_acc, device=device)
             if proxy > best:
                 best, best_state, best_epoch = proxy, copy.deepcopy(model.state_dict()), epochs_run
+        elif epochs_run < epochs:
+            acc_f = accuracy(model, task.data, task.forget_idx, split="train", device=device)
     if select == "proxy":
         model.load_state_dict(best_state)
     model.unlearn_info = {"epochs": epochs_run, "selected_epoch": best_epoch if select == "proxy" else epochs_run}
