@@ -205,3 +205,77 @@ def test_pareto_front_keeps_only_undominated_points():
     with pytest.raises(ValueError, match="length"):
         pareto_front([1.0], [1.0, 2.0])
     assert np.array_equal(pareto_front([1.0, 1.0], [0.5, 0.5]), [0, 1])
+
+
+def _three_methods():
+    """Retrain and three methods on 5 seeds: 'close' sits 1 point from retrain on forget and 8 on test; 'far' is 10
+    points off on forget and 1 on test; 'noisy' is as close as 'close' on average but swings by 15 points."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(5):
+        base = {"forget_acc": 0.5 + 0.01 * s, "test_acc": 0.9}
+        rows.append({"task": "t", "method": "retrain", "seed": s, **base, "seconds": 100.0})
+        rows.append({"task": "t", "method": "close", "seed": s, "forget_acc": base["forget_acc"] + 0.01,
+                     "test_acc": 0.82, "seconds": 1.0})
+        rows.append({"task": "t", "method": "far", "seed": s, "forget_acc": base["forget_acc"] + 0.10,
+                     "test_acc": 0.89, "seconds": 1.0})
+        rows.append({"task": "t", "method": "noisy", "seed": s,
+                     "forget_acc": base["forget_acc"] + (0.15 if s % 2 else -0.13) + rng.normal(0, 0.001),
+                     "test_acc": 0.9 + (0.1 if s % 2 else -0.1), "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_gap_ranks_rank_each_metric_on_its_own_with_bootstrap_intervals():
+    from unlearnlib.comparison import format_ranks, gap_ranks
+
+    ranks = gap_ranks(_three_methods(), ["forget_acc", "test_acc"], n_boot=500)
+    assert "retrain" not in ranks.index.get_level_values("method")
+    forget, test = ranks.xs(("t", "forget_acc")), ranks.xs(("t", "test_acc"))
+    # the order flips between the metrics: no single ranking describes both
+    assert forget.loc["close", "rank"] == 1 and forget.loc["far", "rank"] == 2
+    assert test.loc["far", "rank"] == 1 and test.loc["close", "rank"] == 2
+    assert forget.loc["close", "rank low"] <= 1 <= forget.loc["close", "rank high"]
+    assert forget.loc["close", "mean gap"] == pytest.approx(0.01)
+    table = format_ranks(ranks, "t")
+    assert list(table.columns) == ["forget_acc", "test_acc"] and table.loc["close", "forget_acc"].startswith("1 [")
+
+
+def test_tied_with_best_separates_only_what_the_seeds_resolve():
+    from unlearnlib.comparison import tied_with_best
+
+    df = _three_methods()
+    forget = tied_with_best(df, "forget_acc")
+    assert forget.index[0] == "close" and forget.loc["close", "best"] and forget.loc["close", "tied"]
+    assert not forget.loc["far", "tied"]          # 9 points further every seed: resolved
+    assert "retrain" not in forget.index
+    test = tied_with_best(df, "test_acc", higher_is_better=True, methods=["close", "far", "noisy"])
+    assert test.loc["noisy", "tied"] and not test.loc["close", "tied"]  # the swinging one cannot be separated
+    with pytest.raises(ValueError, match="retrain"):
+        tied_with_best(df[df.method != "retrain"], "forget_acc")
+
+
+def test_seed_gaps_average_the_chosen_metrics_per_seed():
+    from unlearnlib.comparison import seed_gaps
+
+    gaps = seed_gaps(_three_methods(), ["forget_acc", "test_acc"]).set_index(["method", "seed"])["mean |gap|"]
+    assert gaps.loc[("close", 0)] == pytest.approx((0.01 + 0.08) / 2)
+    assert gaps.loc[("far", 3)] == pytest.approx((0.10 + 0.01) / 2)
+    assert "retrain" not in gaps.index.get_level_values("method")
+
+
+def test_reuse_tuning_takes_only_choices_made_on_the_same_request_seed_and_grid():
+    from unlearnlib.comparison import reuse_tuning
+
+    config = {"request": "class Sandal", "seed": 100, "budget": 2,
+              "grids": {"finetune": [{"lr": 0.01}, {"lr": 0.05}], "gradient_ascent": [{"lr": 1e-4}, {"lr": 1e-3}]},
+              "chosen": {"finetune": {"lr": 0.05}, "gradient_ascent": {"lr": 1e-4}}}
+    grids = {"finetune": [{"lr": 0.01}, {"lr": 0.05}], "gradient_ascent": [{"lr": 1e-3}, {"lr": 1e-2}],
+             "npo": [{"stop_acc": 0.0}, {"stop_acc": 0.5}]}
+    reused, todo = reuse_tuning(config, grids, requests=["class Sandal"], seed=100)
+    assert reused == {"finetune": {"lr": 0.05}}
+    assert set(todo) == {"gradient_ascent", "npo"}  # another grid (another budget), or never tuned there
+    assert reuse_tuning(config, grids, requests=["class Sandal"], seed=0) == ({}, grids)  # another seed
+    assert reuse_tuning(config, grids, requests=["class Coat"], seed=100)[0] == {}
+    assert reuse_tuning(None, grids, requests=["class Sandal"], seed=100) == ({}, grids)
+    corrupted = {"requests": ["a", "b"], "seed": 100, "grids": {"npo": grids["npo"]}, "chosen": {"npo": {"stop_acc": 0.5}}}
+    assert reuse_tuning(corrupted, {"npo": grids["npo"]}, requests=["a", "b"], seed=100)[0] == {"npo": {"stop_acc": 0.5}}

@@ -64,3 +64,20 @@ def test_profiles_choose_the_recipe_per_dataset():
     assert paper.recipe_for("cifar10") is paper.recipe
     assert paper.recipe_for("cifar100").epochs == 200 and paper.recipe_for("cifar20").milestones == (15, 30, 35)
     assert get_profile("cpu").recipe_for("fashion-mnist-super") == get_profile("cpu").recipe
+
+
+def test_a_precomputed_object_is_named_in_the_record_not_dumped():
+    """A per-seed object (SSD's precomputed importance) is not a hyperparameter value: the record names it, and its
+    hparams stay those of the setting, so that the comparison recognises a rerun of the same setting."""
+    import json
+
+    from unlearnlib.experiment import Setting, _per_seed_objects, _recorded_hparams
+
+    class Importance:
+        pass
+
+    setting = Setting("ssd", {"alpha": 2.0, "lam": 1.0})
+    hp = {"alpha": 2.0, "lam": 1.0, "importance_d": Importance(), "batch_size": 64}
+    assert json.loads(_recorded_hparams(hp, setting)) == {"alpha": 2.0, "lam": 1.0, "batch_size": 64}
+    assert _per_seed_objects(hp, setting) == "importance_d"
+    assert _per_seed_objects(dict(setting.hparams), setting) is None

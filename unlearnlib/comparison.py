@@ -243,6 +243,133 @@ def format_leaderboard(board, metrics: Sequence[str], *, scale: float = 100.0, d
     return out.loc[list(zip(ranked["task"], ranked["method"]))]
 
 
+def gap_ranks(df, metrics: Sequence[str], *, reference: str = "retrain", n_boot: int = 2000,
+              rng_seed: int = 0) -> "pd.DataFrame":
+    """Per task and metric, each method's rank by its distance to the reference, ``|metric - reference's metric|``
+    on the same seed, with a bootstrap interval over seeds (:func:`~unlearnlib.stats.bootstrap_ranks`: the seeds are
+    resampled with replacement and the methods re-ranked on each resample).
+
+    One ranking per metric, not one over an average of them, so that a reader sees which property each method gets
+    right. The reference itself is not ranked (its distance is 0 by definition); a method without a value on every
+    seed of the task is left out of that metric's ranking. Rows: (task, metric, method); columns ``rank``,
+    ``rank low``, ``rank high``, ``P(first)``, ``mean gap`` (the mean distance) and ``methods`` (how many were
+    ranked)."""
+    import pandas as pd
+
+    from .stats import bootstrap_ranks
+
+    rows = []
+    for task, part in df.groupby("task", sort=False):
+        ref = part[part["method"] == reference].groupby("seed")[list(metrics)].mean()
+        if ref.empty:
+            raise ValueError(f"task {task!r} has no {reference!r} rows to rank distances to")
+        others = part[(part["method"] != reference) & part["seed"].isin(ref.index)]
+        for metric in metrics:
+            values = others.pivot_table(index="seed", columns="method", values=metric, aggfunc="mean")
+            gaps = values.sub(ref.loc[values.index, metric], axis=0).abs()
+            long = gaps.stack().rename("gap").reset_index()
+            if long.empty:
+                continue
+            ranked = bootstrap_ranks(long, "gap", lower_is_better=True, n_boot=n_boot, rng_seed=rng_seed)
+            for method, r in ranked.iterrows():
+                rows.append({"task": task, "metric": metric, "method": method, **r.to_dict(),
+                             "mean gap": float(gaps[method].mean()), "methods": len(ranked)})
+    return pd.DataFrame(rows).set_index(["task", "metric", "method"])
+
+
+def format_ranks(ranks, task: str) -> "pd.DataFrame":
+    """One task's :func:`gap_ranks` as a method x metric table of ``rank [low-high]`` strings (the 95 % bootstrap
+    interval of the rank), methods in the order of their mean rank over the metrics."""
+    part = ranks.xs(task, level="task")
+    text = part.apply(lambda r: f"{int(r['rank'])} [{r['rank low']:.0f}-{r['rank high']:.0f}]", axis=1)
+    table = text.unstack("metric")
+    order = part["rank"].unstack("metric").mean(axis=1).sort_values().index
+    return table.loc[order, list(dict.fromkeys(part.index.get_level_values("metric")))]
+
+
+def tied_with_best(df, metric: str, *, reference: str = "retrain", higher_is_better: bool | None = None,
+                   methods: Sequence[str] | None = None) -> "pd.DataFrame":
+    """Which methods the seeds cannot separate from the best on ``metric``.
+
+    By default (``higher_is_better=None``) a method is scored by its distance to ``reference`` on the same seed
+    (lower is better); with ``higher_is_better`` True or False the metric's own value is the score. The best is the
+    method with the best mean score; each other method's paired difference to it gets a 95 % t-interval
+    (:func:`~unlearnlib.stats.paired_difference`). Columns: ``score`` (mean), ``difference``, ``low``, ``high``,
+    ``tied`` (the interval includes 0, or the method is the best) and ``best``; rows in order of score."""
+    import pandas as pd
+
+    from .stats import paired_difference
+
+    values = df.pivot_table(index="seed", columns="method", values=metric, aggfunc="mean")
+    if higher_is_better is None:
+        if reference not in values.columns:
+            raise ValueError(f"no {reference!r} rows to measure distances to")
+        values = values.sub(values[reference], axis=0).abs().drop(columns=reference)
+        sign = -1.0
+    else:
+        sign = 1.0 if higher_is_better else -1.0
+    if methods is not None:
+        values = values[[m for m in methods if m in values.columns]]
+    values = values.dropna(axis=1, how="any")
+    if values.empty:
+        raise ValueError(f"no method has {metric!r} on every seed")
+    means = values.mean()
+    best = (sign * means).idxmax()
+    rows = []
+    for m in values.columns:
+        d = paired_difference(values[m].to_dict(), values[best].to_dict())
+        rows.append({"method": m, "score": means[m], "difference": d.mean, "low": d.low, "high": d.high,
+                     "tied": m == best or not d.resolved, "best": m == best})
+    out = pd.DataFrame(rows).set_index("method")
+    return out.loc[(sign * out["score"]).sort_values(ascending=False).index]
+
+
+def seed_gaps(df, metrics: Sequence[str], *, reference: str = "retrain") -> "pd.DataFrame":
+    """Per task, method and seed: the mean over ``metrics`` of ``|metric - reference's metric|`` on that seed (the
+    reference's own rows are left out). One aggregate *view*: which metrics enter it decides what it rewards, so a
+    chapter shows several. Columns ``task``, ``method``, ``seed``, ``mean |gap|``."""
+    import pandas as pd
+
+    rows = []
+    for task, part in df.groupby("task", sort=False):
+        ref = part[part["method"] == reference].groupby("seed")[list(metrics)].mean()
+        if ref.empty:
+            raise ValueError(f"task {task!r} has no {reference!r} rows to measure distances to")
+        for method, runs in part[part["method"] != reference].groupby("method", sort=False):
+            per_seed = runs[runs["seed"].isin(ref.index)].groupby("seed")[list(metrics)].mean()
+            gap = (per_seed - ref.loc[per_seed.index]).abs().mean(axis=1)
+            rows += [{"task": task, "method": method, "seed": seed, "mean |gap|": g} for seed, g in gap.items()]
+    return pd.DataFrame(rows)
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def reuse_tuning(config: Mapping | None, grids: Mapping[str, Sequence[Mapping]], *, requests: Sequence[str],
+                 seed: int) -> tuple[dict[str, dict], dict[str, list]]:
+    """Split ``grids`` into the choices another chapter's tuning already made and the grids still to tune here.
+
+    ``config`` is a tuning record saved in a chapter's results file (the ``config`` of
+    :func:`~unlearnlib.experiment.tune` or :func:`~unlearnlib.experiment.tune_corrupted`). A method's choice is
+    reused only when that tuning ran on the same request(s) (their descriptions) and tuning seed with exactly the same
+    grid, hence the same budget; every other method's grid is returned, to be tuned here. Returns
+    ``(reused choices, grids to tune)``."""
+    if not config:
+        return {}, {m: list(g) for m, g in grids.items()}
+    theirs_requests = list(config.get("requests") or [config.get("request")])
+    if theirs_requests != list(requests) or config.get("seed") != seed:
+        return {}, {m: list(g) for m, g in grids.items()}
+    their_grids, chosen = config.get("grids", {}), config.get("chosen", {})
+    reused, todo = {}, {}
+    for method, grid in grids.items():
+        if method in chosen and method in their_grids and _as_json(their_grids[method]) == _as_json(list(grid)):
+            reused[method] = chosen[method]
+        else:
+            todo[method] = list(grid)
+    return reused, todo
+
+
 def pareto_front(seconds: Sequence[float], cost: Sequence[float]) -> np.ndarray:
     """Indices of the points no other point beats on both axes (lower time and lower cost; ties keep both), in
     order of time: the methods worth considering when both speed and quality matter."""

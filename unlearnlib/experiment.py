@@ -117,6 +117,20 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
     return {**_score(model, task, profile, seed, device, quick, ctx.ref_out), **info}, seconds, source
 
 
+def _per_seed_objects(hp: Mapping, setting: Setting) -> str | None:
+    """The names of what ``per_seed`` added that is not a plain value (e.g. a precomputed importance)."""
+    extra = [k for k, v in hp.items() if k not in setting.hparams and not isinstance(v, (int, float, str, bool))]
+    return ",".join(sorted(extra)) or None
+
+
+def _recorded_hparams(hp: Mapping, setting: Setting) -> str:
+    """The hyperparameters a record keeps, as JSON: the setting's own and plain per-seed values; an object that
+    ``per_seed`` computed from the seed's models is only named (:func:`_per_seed_objects`), so that a rerun of the
+    same setting is recognised as the same (comparison.gather matches on this field)."""
+    objects = set((_per_seed_objects(hp, setting) or "").split(","))
+    return json.dumps({k: v for k, v in hp.items() if k not in objects}, default=str)
+
+
 def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mapping | Setting], *,
                 seeds: Sequence[int], task_label: str | None = None, device="auto",
                 progress: bool = True, quick: bool | str = False, retrain: bool = True) -> list[dict]:
@@ -150,7 +164,8 @@ def run_methods(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappin
                         "samples_seen": len(seen.data.y_train) if seen is not None else None,
                         "seconds": seconds, "time_source": source,
                         "original_train_seconds": ctx.refs.original.train_seconds,
-                        "dataset_variant": task.data.variant, "hparams": json.dumps(hp, default=str)})
+                        "dataset_variant": task.data.variant,
+                        "hparams": _recorded_hparams(hp, setting), "per_seed": _per_seed_objects(hp, setting)})
     return records
 
 
