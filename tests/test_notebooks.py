@@ -92,3 +92,18 @@ def test_committed_chapter_shows_no_stderr_residue(chapter):
     stderr = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "stream" and o.get("name") == "stderr"]
     assert not stderr, f"{len(stderr)} stderr outputs; strip them with unlearnlib.book.strip_stderr(path)"
+
+
+def test_the_comparison_collapses_its_bookkeeping_and_shows_uncertainty():
+    """The comparison's plumbing (plan, gather, tables) sits behind a toggle; what a reader needs (the heatmap of gaps
+    with intervals, ranks per measure, the settings each method got) is computed and shown."""
+    nb = nbformat.read(REPO_ROOT / "chapters" / "comparison.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    bookkeeping = [c for c in code if "gather(PLAN" in c.source or "PLAN = " in c.source or "def glue" in c.source]
+    assert len(bookkeeping) >= 3 and all(_tags(c) & {"hide-input", "remove-cell"} for c in bookkeeping)
+    settings = [c for c in code if "OTHER_GRIDS = " in c.source]
+    assert settings and not _tags(settings[0]) & {"hide-input", "remove-cell"}, "the settings stay visible"
+    source = "\n".join(c.source for c in code)
+    for needed in ("gap_heatmap(", "gap_ranks(", "tied_with_best(", "tune(", "tune_corrupted(", "tune_few_shot("):
+        assert needed in source, f"the comparison no longer calls {needed}"
+    assert "tune_on_reported_task" not in source, "settings are chosen on tuning requests, not on reported tasks"
