@@ -177,6 +177,14 @@ def coverage(plan: Plan, df) -> "pd.DataFrame":
     return pd.DataFrame(table).T.fillna("")
 
 
+def _reference_by_seed(part, columns: Sequence[str], reference: str, task) -> "pd.DataFrame":
+    """The ``reference`` method's ``columns`` per seed on one task; an error when the task has no reference rows."""
+    ref = part[part["method"] == reference].groupby("seed")[list(columns)].mean()
+    if ref.empty:
+        raise ValueError(f"task {task!r} has no {reference!r} rows to compare with")
+    return ref
+
+
 def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain") -> "pd.DataFrame":
     """Per task and method: mean and std over seeds of ``metric - reference's metric`` (paired by seed), the mean
     absolute gap over ``metrics`` (``mean |gap|``), the seconds and the speed-up over the reference's seconds.
@@ -192,9 +200,7 @@ def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain") -> "p
 
     rows = []
     for task, part in df.groupby("task", sort=False):
-        ref = part[part["method"] == reference].groupby("seed")[list(metrics) + ["seconds"]].mean()
-        if ref.empty:
-            raise ValueError(f"task {task!r} has no {reference!r} rows to compare with")
+        ref = _reference_by_seed(part, list(metrics) + ["seconds"], reference, task)
         for method, runs in part.groupby("method", sort=False):
             runs = runs[runs["seed"].isin(ref.index)]
             if runs.empty:
@@ -260,9 +266,7 @@ def gap_ranks(df, metrics: Sequence[str], *, reference: str = "retrain", n_boot:
 
     rows = []
     for task, part in df.groupby("task", sort=False):
-        ref = part[part["method"] == reference].groupby("seed")[list(metrics)].mean()
-        if ref.empty:
-            raise ValueError(f"task {task!r} has no {reference!r} rows to rank distances to")
+        ref = _reference_by_seed(part, metrics, reference, task)
         others = part[(part["method"] != reference) & part["seed"].isin(ref.index)]
         for metric in metrics:
             values = others.pivot_table(index="seed", columns="method", values=metric, aggfunc="mean")
@@ -332,9 +336,7 @@ def seed_gaps(df, metrics: Sequence[str], *, reference: str = "retrain") -> "pd.
 
     rows = []
     for task, part in df.groupby("task", sort=False):
-        ref = part[part["method"] == reference].groupby("seed")[list(metrics)].mean()
-        if ref.empty:
-            raise ValueError(f"task {task!r} has no {reference!r} rows to measure distances to")
+        ref = _reference_by_seed(part, metrics, reference, task)
         for method, runs in part[part["method"] != reference].groupby("method", sort=False):
             per_seed = runs[runs["seed"].isin(ref.index)].groupby("seed")[list(metrics)].mean()
             gap = (per_seed - ref.loc[per_seed.index]).abs().mean(axis=1)
