@@ -95,3 +95,26 @@ def test_fine_classes_of_a_superclass_are_the_sub_class_candidates():
         data.fine_classes_in("hats")
     with pytest.raises(ValueError, match="no fine labels"):
         load_dataset("fashion-mnist", train_size=3000, test_size=1000, subset_seed=0).fine_classes_in(0)
+
+
+def test_a_generated_cifar100_fixture_loads_only_when_marked_and_says_what_it_is(tmp_path):
+    """The paper-smoke check reads a generated stand-in in CIFAR-100's on-disk format; the loader accepts it only
+    with its marker file, warns, and records a variant that no result can mistake for CIFAR-100."""
+    from cifar100_fixture import write_cifar100_fixture
+
+    from unlearnlib.data import LOADER_FIXTURE_MARK, LOADER_FIXTURE_VARIANT
+
+    folder = write_cifar100_fixture(tmp_path, per_class_train=3, per_class_test=1)
+    with pytest.warns(UserWarning, match="loader fixture"):
+        fine = load_dataset("cifar100", root=tmp_path, download=False)
+    with pytest.warns(UserWarning, match="loader fixture"):
+        coarse = load_dataset("cifar20", root=tmp_path, download=False)
+    assert fine.spec["variant"] == coarse.spec["variant"] == LOADER_FIXTURE_VARIANT
+    assert fine.x_train.shape == (300, 3, 32, 32) and fine.num_classes == 100 and coarse.num_classes == 20
+    assert torch.equal(coarse.fine_train, fine.y_train)            # one set of images, two label sets
+    assert "rocket" in coarse.fine_classes_in("vehicles_2")        # the SSD chapter's paper tasks exist
+    assert len(fine.val_idx) == 30                                 # a validation split is carved as for the real one
+    unmarked = write_cifar100_fixture(tmp_path / "unmarked", per_class_train=3, per_class_test=1)
+    (unmarked / LOADER_FIXTURE_MARK).unlink()
+    with pytest.raises(DatasetNotAvailableError, match="cifar-100-python.tar.gz"):  # torchvision's md5 check refuses it
+        load_dataset("cifar100", root=unmarked.parent, download=False)

@@ -39,6 +39,50 @@ def test_chapter_runs_on_smoke_and_writes_results(chapter, tmp_path, isolated_ou
     assert payload["environment"]["commit"]
 
 
+@pytest.fixture(scope="session")
+def paper_smoke_data(tmp_path_factory):
+    """A data root for the paper path: the real CIFAR-10 (the offline JPEG copy, decoded once in the project's data
+    root) and Fashion-MNIST, linked; CIFAR-100/CIFAR-20 as the generated loader fixture, which has no offline copy.
+    Nothing from this root is ever published."""
+    import os
+    import shutil
+
+    from cifar100_fixture import write_cifar100_fixture
+
+    from unlearnlib.config import data_root
+    from unlearnlib.data import load_dataset
+
+    real = data_root()
+    load_dataset("cifar10")  # decodes the JPEG copy into <data root>/cifar10-jpg.npz the first time
+    root = tmp_path_factory.mktemp("paper-smoke-data")
+    for name in ("cifar10-jpg.npz", "cifar10-jpg.zip", "cifar-10-batches-py", "FashionMNIST"):
+        if (real / name).exists():
+            os.symlink(real / name, root / name)
+    (root / "splits").mkdir()
+    for split in (real / "splits").glob("*.json"):  # the tracked validation splits, checked against the data
+        shutil.copy(split, root / "splits")
+    write_cifar100_fixture(root)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_on_the_paper_path(chapter, tmp_path, isolated_outputs, paper_smoke_data, monkeypatch):
+    """Every chapter's paper branches (CIFAR, ResNet-18/ResNet-9, the paper's settings) run on paper-smoke: the paper
+    profile's datasets, architectures and code at a few hundred images, one epoch, one seed, the smallest grids."""
+    from unlearnlib.config import DATA_ENV
+    from unlearnlib.profiles import get_profile
+
+    monkeypatch.setenv(DATA_ENV, str(paper_smoke_data))  # the kernel papermill starts inherits it
+    out = execute_chapter(chapter, tmp_path / chapter.name, profile="paper-smoke", device="cpu", timeout=900)
+    nb = nbformat.read(out, as_version=4)
+    assert not _errors(nb)
+    payload = json.loads((isolated_outputs / "results" / chapter.stem / "paper-smoke.json").read_text())
+    assert payload["profile"] == "paper-smoke" and payload["records"]
+    used = json.dumps(payload["config"], default=str)
+    assert get_profile("paper").arch in used or "resnet9-capacity" in used, "the paper architectures ran"
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_committed_chapter_is_executed_without_errors_on_a_real_profile(chapter):
     nb = nbformat.read(chapter, as_version=4)
@@ -107,3 +151,19 @@ def test_the_comparison_collapses_its_bookkeeping_and_shows_uncertainty():
     for needed in ("gap_heatmap(", "gap_ranks(", "tied_with_best(", "tune(", "tune_corrupted(", "tune_few_shot("):
         assert needed in source, f"the comparison no longer calls {needed}"
     assert "tune_on_reported_task" not in source, "settings are chosen on tuning requests, not on reported tasks"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_tells_a_colab_reader_what_the_paper_profile_costs_and_how_to_resume(chapter):
+    """The "Running at paper scale" section holds the predicted times that `unlearnlib.bench` computes today (kept
+    in sync, as the runs page is), and the chapter offers the Drive cache that lets a Colab run resume."""
+    from unlearnlib import bench
+
+    nb = nbformat.read(chapter, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Running at paper scale" in text
+    assert bench.paper_scale_markdown(chapter.stem) in text, (
+        "the predicted paper times are out of date: python -m unlearnlib.bench --write-chapters")
+    params = next(c.source for c in nb.cells if "parameters" in _tags(c))
+    assert re.search(r"^DRIVE = False", params, re.M), "DRIVE is opt-in"
+    assert any("use_drive(DRIVE)" in c.source for c in nb.cells if c.cell_type == "code")

@@ -1,16 +1,21 @@
 """Running the book's chapters: list them from ``_toc.yml`` and execute them through papermill on a profile.
 
-    python -m unlearnlib.book reproduce --profile cpu [--chapter foundations]   # what `make reproduce` calls
+    python -m unlearnlib.book reproduce --profile cpu [--chapter foundations] [--seeds 0,1]   # `make reproduce`
     python -m unlearnlib.book list
     python -m unlearnlib.book student [--output _student]                        # what `make student` calls
     python -m unlearnlib.book runs --write chapters/runs.md                      # the page of how results were made
 
-Reproducing writes the executed notebook back in place (outputs and the injected parameters cell), and the chapter
-itself writes ``results/<chapter>/<profile>.json``.
+Reproducing executes each chapter into ``.<chapter>.running.ipynb`` next to it, saved after every cell, with every
+cell's output and progress bars streamed to the terminal. Only a run that succeeds replaces the chapter (outputs and
+the injected parameters cell); a failed or interrupted one leaves the chapter as it was and keeps the partial file to
+look at (the next run overwrites it). The chapter itself writes ``results/<chapter>/<profile>.json``. On the
+``paper`` profile the predicted time (:mod:`unlearnlib.bench`) is printed first.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import time
@@ -53,14 +58,77 @@ def toc_chapters(root: Path = REPO_ROOT) -> list[Path]:
 
 
 def execute_chapter(path: Path, output: Path, *, profile: str, device: str = "auto", timeout: int | None = None,
-                    extra: dict | None = None) -> Path:
-    """Execute one chapter with papermill, injecting ``PROFILE`` and ``DEVICE`` (and ``extra``) parameters."""
+                    extra: dict | None = None, live: bool = False) -> Path:
+    """Execute one chapter with papermill, injecting ``PROFILE`` and ``DEVICE`` (and ``extra``) parameters.
+
+    ``live`` is for long runs watched in a terminal (``make reproduce``): papermill's per-cell progress bar, every
+    cell's output and progress bars streamed as they come (:func:`streamed_cell_output`), and ``output`` saved
+    after every cell, so that a crash hours in leaves the cells that ran to look at. Tests keep it quiet."""
     import papermill as pm
 
     params = {"PROFILE": profile, "DEVICE": device, **(extra or {})}
-    pm.execute_notebook(str(path), str(output), parameters=params, cwd=str(path.parent), kernel_name="python3",
-                        progress_bar=False, execution_timeout=timeout, request_save_on_cell_execute=False)
+    with streamed_cell_output(live):
+        pm.execute_notebook(str(path), str(output), parameters=params, cwd=str(path.parent), kernel_name="python3",
+                            language="python", progress_bar=live, log_output=live, execution_timeout=timeout,
+                            request_save_on_cell_execute=live)
     return output
+
+
+class _CellOutputHandler(logging.Handler):
+    """Writes what papermill logs with ``log_output`` (the cells' stdout at INFO, their stderr at WARNING, and the
+    cell markers) to the terminal as the kernel wrote it: progress bars keep redrawing one line with their carriage
+    returns, everything else ends with a newline. Each "Executing Cell" marker starts a new line (papermill's own
+    per-cell bar was drawn just before it); the "Ending Cell" markers are left out."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self._open_line = False  # the last write was a progress bar's line, still without its newline
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Ending Cell"):
+            return
+        redraw = "\r" in text and not text.endswith("\n")
+        if text.startswith("Executing Cell") or (self._open_line and not text.startswith(("\r", "\n"))):
+            text = "\n" + text
+        if not redraw and not text.endswith("\n"):
+            text += "\n"
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        stream.write(text)
+        stream.flush()
+        self._open_line = redraw
+
+
+@contextlib.contextmanager
+def streamed_cell_output(enabled: bool = True):
+    """While active (and ``enabled``), papermill's log goes to the terminal through :class:`_CellOutputHandler`
+    only (not to the root logger too), and is restored afterwards."""
+    if not enabled:
+        yield
+        return
+    log = logging.getLogger("papermill")
+    handler, level, propagate = _CellOutputHandler(), log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0"`` or ``"0,1,2"`` -> ``[0, 1, 2]`` (what ``--seeds`` takes); a clear error for anything else."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds takes distinct integers separated by commas, e.g. 0 or 0,1,2; "
+                                         f"got {text!r}")
+    return seeds
 
 
 def strip_stderr(path: Path) -> int:
@@ -197,14 +265,74 @@ def runs_page(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: profiles whose runs are code checks: their outputs are never committed
+QUICK_PROFILES = ("smoke", "paper-smoke")
+
+
+def _profile_names() -> list[str]:
+    """The profiles ``reproduce`` accepts: every one in :data:`unlearnlib.profiles.PROFILES`."""
+    from .profiles import PROFILES
+
+    return list(PROFILES)
+
+
+def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extra: dict | None = None) -> Path:
+    """Execute ``chapter`` live into ``.<name>.running.ipynb`` next to it and replace the chapter with it only when
+    the run succeeded (stderr stripped). A failed or interrupted run leaves the chapter untouched and keeps the
+    partial file, saved after every cell that ran, and says where it is; a new run overwrites it."""
+    start = time.perf_counter()
+    print(f"executing {_shown(chapter)} on profile {profile} ...", flush=True)
+    partial = chapter.with_name(f".{chapter.stem}.running.ipynb")
+    partial.unlink(missing_ok=True)  # a stale partial from an earlier crash must not pass for this run's
+    try:
+        execute_chapter(chapter, partial, profile=profile, device=device, extra=extra, live=True)
+    except BaseException as e:  # an error in a cell, or Ctrl-C
+        if partial.exists():
+            print(f"  stopped by {type(e).__name__} after {time.perf_counter() - start:.0f} s: {_shown(chapter)} is "
+                  f"unchanged; the partial run (the outputs of every cell that ran, the error included) is kept in "
+                  f"{_shown(partial)}", file=sys.stderr, flush=True)
+        raise
+    strip_stderr(partial)
+    os.replace(partial, chapter)
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    return chapter
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it, else as it is."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def print_prediction(chapters: list[str], *, device: str = "auto", seeds: list[int] | None = None) -> None:
+    """Print the predicted paper-profile time of ``chapters`` on ``device`` from a quick throughput measurement
+    (:mod:`unlearnlib.bench`); a prediction that cannot be made is reported, never fatal."""
+    try:
+        from . import bench
+
+        throughput = bench.measure_all(device=device, quick=True)
+        lines = bench.prediction_lines(throughput, chapters, seeds)
+    except Exception as e:  # the run matters more than its forecast
+        print(f"no time prediction ({type(e).__name__}: {e})", file=sys.stderr)
+        return
+    source = next(iter(throughput.values())).source
+    print(f"PREDICTED time on the paper profile ({source}, a quick measurement): training and evaluation passes only, "
+          f"the unlearning methods are not included (python -m unlearnlib.bench --workload lists what is)")
+    print("\n".join("  " + line for line in lines), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unlearnlib.book")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the chapters in _toc.yml")
     rep = sub.add_parser("reproduce", help="re-execute chapters in place on a profile")
-    rep.add_argument("--profile", required=True, choices=["cpu", "paper", "smoke"])
+    rep.add_argument("--profile", required=True, choices=_profile_names())
     rep.add_argument("--chapter", help="chapter name, e.g. foundations (default: all)")
     rep.add_argument("--device", default="auto")
+    rep.add_argument("--seeds", type=parse_seeds, help="reported seeds, e.g. 0 or 0,1 (default: the chapter's own); "
+                     "injected as SEEDS")
     stu = sub.add_parser("student", help="write the chapters with their solutions removed (for coursework)")
     stu.add_argument("--output", default=str(REPO_ROOT / "_student"))
     runs = sub.add_parser("runs", help="print (or --write) the page listing how each chapter's outputs were made")
@@ -232,21 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         if not chapters:
             print(f"no chapter named {args.chapter!r} in _toc.yml", file=sys.stderr)
             return 2
-    if args.profile == "smoke":
-        print("warning: smoke outputs must not be committed; the book shows cpu or paper runs", file=sys.stderr)
+    if args.profile in QUICK_PROFILES:
+        print(f"warning: {args.profile} outputs must not be committed; the book shows cpu or paper runs",
+              file=sys.stderr)
+    if args.profile == "paper":
+        print_prediction([c.stem for c in chapters], device=args.device, seeds=args.seeds)
+    extra = {"SEEDS": args.seeds} if args.seeds is not None else None
     for chapter in chapters:
-        start = time.perf_counter()
-        print(f"executing {chapter.relative_to(REPO_ROOT)} on profile {args.profile} ...", flush=True)
-        # execute into a temporary file and replace the chapter only when the run succeeded: a failed or
-        # interrupted run never leaves a half-executed chapter behind
-        partial = chapter.with_name(f".{chapter.stem}.running.ipynb")
-        try:
-            execute_chapter(chapter, partial, profile=args.profile, device=args.device)
-            strip_stderr(partial)
-            os.replace(partial, chapter)
-        finally:
-            partial.unlink(missing_ok=True)
-        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+        reproduce_chapter(chapter, profile=args.profile, device=args.device, extra=extra)
     return 0
 
 

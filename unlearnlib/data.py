@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.utils.weak
 
 from . import _io
 from .config import DATA_ENV, data_root
@@ -103,10 +104,13 @@ class ImageData:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float tensors standardised with the dataset's mean and std (on x's device)."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float().div_(255.0) - mean) / std
+        """Pixel values in [0, 255] (uint8, or float after augmentation) -> float32 tensors standardised with the
+        dataset's mean and std, on x's device. ``x`` itself is never modified.
+
+        The mean and std tensors are built once per device (:func:`_moments`) rather than on every call: on a GPU
+        each rebuild is a host-to-device copy per batch. The arithmetic is the same as ever, bit for bit."""
+        mean, std = _moments(self.mean, self.std, x.device)
+        return (x.float() / 255.0 - mean) / std
 
     def class_index(self, name_or_index: int | str, *, fine: bool = False) -> int:
         """Index of a class given by index or name; a clear error lists the valid names otherwise."""
@@ -154,6 +158,49 @@ class ImageData:
     def __repr__(self) -> str:  # the default dataclass repr would print whole tensors
         return (f"ImageData({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
                 f"classes={self.num_classes}, shape={tuple(self.x_train.shape[1:])}, variant={self.variant!r})")
+
+
+_MOMENTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _moments(mean: tuple[float, ...], std: tuple[float, ...],
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (1, C, 1, 1) mean and std tensors of a dataset on ``device``, built once. Keyed by the values (tuples,
+    so immutable) and the device, so two datasets with the same statistics share them and nothing goes stale."""
+    key = (tuple(mean), tuple(std), torch.device(device))
+    if key not in _MOMENTS:
+        _MOMENTS[key] = (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+                         torch.tensor(std, device=device).view(1, -1, 1, 1))
+    return _MOMENTS[key]
+
+
+#: device copies of dataset tensors, keyed by the identity of the host tensor: an entry disappears with its tensor
+_RESIDENT: "torch.utils.weak.WeakIdKeyDictionary" = torch.utils.weak.WeakIdKeyDictionary()
+#: the largest tensor :func:`resident` keeps a device copy of (CIFAR's 50,000 training images take 150 MB)
+RESIDENT_MAX_BYTES = 2 * 2**30
+
+
+def resident(t: torch.Tensor, device: str | torch.device) -> torch.Tensor | None:
+    """A copy of ``t`` kept on ``device`` for as long as ``t`` lives, so that batches are indexed there instead of
+    being gathered on the host and copied over one by one (``t`` itself when it is already there). ``None`` where
+    no copy is kept: on the CPU, where batches are gathered as they always were, and for tensors above
+    :data:`RESIDENT_MAX_BYTES`.
+
+    The copy is made again when ``t`` was modified in place since (its version counter moved), so it never serves
+    stale pixels. ``t`` is the key, by identity: the copy is freed when ``t`` is."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # one copy whether asked for "cuda" or "cuda:0"
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cpu" or t.numel() * t.element_size() > RESIDENT_MAX_BYTES:
+        return None
+    if t.device == device:
+        return t
+    copies = _RESIDENT.setdefault(t, {})
+    version, copy = copies.get(device, (None, None))
+    if version != t._version:
+        copy = t.to(device)
+        copies[device] = (t._version, copy)
+    return copy
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -281,25 +328,53 @@ def _decode_cifar10_zip(zip_path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+#: A file that marks a folder in CIFAR-100's on-disk format as a generated loader fixture (tests only): its
+#: pickles are read without torchvision's md5 check, and every result made from it records the variant below
+LOADER_FIXTURE_MARK = "UNLEARNLIB_LOADER_FIXTURE"
+LOADER_FIXTURE_VARIANT = "loader-fixture (generated images, not CIFAR-100)"
+
+
+class _PickledCifar100:
+    """The fields of ``torchvision.datasets.CIFAR100`` that the loader reads, from the pickles of a folder marked
+    as a loader fixture (``LOADER_FIXTURE_MARK``): torchvision refuses it, since its md5 is not the official one."""
+
+    base_folder = "cifar-100-python"
+
+    def __init__(self, root: Path, train: bool):
+        self.root = str(root)
+        with open(root / self.base_folder / ("train" if train else "test"), "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        with open(root / self.base_folder / "meta", "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")["fine_label_names"]
+        self.data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets = list(entry["fine_labels"])
+
+
 def _load_cifar100(root: Path, download: bool, coarse: bool) -> ImageData:
     import torchvision
 
     how = (f"Put torchvision's cifar-100-python.tar.gz in {root} (CIFAR-100 has no offline copy here; "
            f"use a machine with a network, e.g. Colab).")
     name = "cifar20" if coarse else "cifar100"
-    tr, te = _torchvision(torchvision.datasets.CIFAR100, name, root, download, how)
+    variant = "torchvision"
+    if (root / _PickledCifar100.base_folder / LOADER_FIXTURE_MARK).exists():
+        warnings.warn(f"{name}: {root / _PickledCifar100.base_folder} is a generated loader fixture, not CIFAR-100; "
+                      f"its numbers mean nothing", stacklevel=3)
+        tr, te, variant = _PickledCifar100(root, True), _PickledCifar100(root, False), LOADER_FIXTURE_VARIANT
+    else:
+        tr, te = _torchvision(torchvision.datasets.CIFAR100, name, root, download, how)
     fine_names = list(tr.classes)
     fine_tr, fine_te = torch.tensor(tr.targets), torch.tensor(te.targets)
     if not coarse:
         return ImageData(name, _hwc_to_tensor(tr.data), fine_tr, _hwc_to_tensor(te.data), fine_te, fine_names,
-                         _CIFAR100_MEAN, _CIFAR100_STD)
+                         _CIFAR100_MEAN, _CIFAR100_STD, variant=variant)
     coarse_labels = []
     for split in ("train", "test"):  # torchvision keeps only the fine labels; the pickles hold both
         with open(Path(tr.root) / tr.base_folder / split, "rb") as f:
             coarse_labels.append(torch.tensor(pickle.load(f, encoding="latin1")["coarse_labels"]))
     return ImageData(name, _hwc_to_tensor(tr.data), coarse_labels[0], _hwc_to_tensor(te.data), coarse_labels[1],
-                     CIFAR20_CLASSES, _CIFAR100_MEAN, _CIFAR100_STD, fine_train=fine_tr, fine_test=fine_te,
-                     fine_classes=fine_names)
+                     CIFAR20_CLASSES, _CIFAR100_MEAN, _CIFAR100_STD, variant=variant, fine_train=fine_tr,
+                     fine_test=fine_te, fine_classes=fine_names)
 
 
 DATASETS: dict[str, Callable[[Path, bool], ImageData]] = {

@@ -499,12 +499,18 @@ def corruption_benchmark(profile: Profile) -> dict:
     ``paper`` is the official ResNet-9 setting: SGD 0.025, batch 512, 4,000 iterations (~41 epochs), crop + flip."""
     from .training import Recipe
 
-    if profile.name == "paper":
-        return dict(dataset="cifar10", train_size=None, test_size=None, arch="resnet9-capacity",
-                    recipe=Recipe(epochs=41, batch_size=512, lr=0.025, momentum=0.9, weight_decay=5e-4,
-                                  schedule="onecycle", augment=True),
-                    n_corrupt=1000, rates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], swap=("cat", "dog"),
-                    lr=0.005, batch_size=512, rem_epochs=10, scrub_epochs=3)
+    if profile.name in ("paper", "paper-smoke"):
+        paper = dict(dataset="cifar10", train_size=None, test_size=None, arch="resnet9-capacity",
+                     recipe=Recipe(epochs=41, batch_size=512, lr=0.025, momentum=0.9, weight_decay=5e-4,
+                                   schedule="onecycle", augment=True),
+                     n_corrupt=1000, rates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], swap=("cat", "dog"),
+                     lr=0.005, batch_size=512, rem_epochs=10, scrub_epochs=3)
+        if profile.name == "paper":
+            return paper
+        # paper-smoke: the same dataset, model and code paths at the smoke profile's size, one pass of everything
+        return {**paper, "train_size": profile.train_size, "test_size": profile.test_size,
+                "recipe": paper["recipe"].replace(epochs=1, batch_size=128), "n_corrupt": 12, "rates": [0.5, 1.0],
+                "batch_size": 128, "rem_epochs": 1, "scrub_epochs": 1}
     if profile.name == "cpu":
         return dict(dataset="fashion-mnist", train_size=10_000, test_size=5_000, arch="small-cnn-capacity",
                     recipe=profile.recipe, n_corrupt=200, rates=[0.1, 0.25, 0.5, 1.0],
@@ -513,7 +519,8 @@ def corruption_benchmark(profile: Profile) -> dict:
         return dict(dataset="fashion-mnist", train_size=3000, test_size=1000, arch="small-cnn-capacity",
                     recipe=profile.recipe, n_corrupt=60, rates=[0.5, 1.0], swap=("T-shirt/top", "Shirt"),
                     lr=0.02, batch_size=128, rem_epochs=1, scrub_epochs=1)
-    raise ValueError(f"no corrupted-data benchmark for profile {profile.name!r}; use smoke, cpu or paper")
+    raise ValueError(f"no corrupted-data benchmark for profile {profile.name!r}; use smoke, cpu, paper or "
+                     f"paper-smoke")
 
 
 def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | Setting], *,

@@ -85,13 +85,21 @@ class ExampleTiedMask(nn.Module):
         self.register_buffer("drop_gate", (torch.arange(channels) < self.keep).float(), persistent=False)
         self.table: torch.Tensor | None = None  # bool (n_ids, extra); not in the state dict: redrawn from its seed
 
+    def _apply(self, fn, *args, **kwargs):
+        """Move ``table`` with the module (``.to(device)``, ``.cuda()``): it is not a buffer (it must stay out of the
+        state dict), and a table left on the host would be copied to the device on every forward pass."""
+        out = super()._apply(fn, *args, **kwargs)
+        if self.table is not None:
+            self.table = self.table.to(self.drop_gate.device)
+        return out
+
     def forward(self, x: torch.Tensor, mask_ids: torch.Tensor | None = None) -> torch.Tensor:
         shape = (1, self.channels) + (1,) * (x.dim() - 2)
         if mask_ids is None:
             return x * self.drop_gate.view(shape)
         if self.table is None:
             raise RuntimeError("no example-tied masks drawn yet: call model.draw_masks(n_ids, p_mem, seed) first")
-        extra = self.table.to(x.device)[mask_ids.to(x.device)].to(x.dtype)
+        extra = self.table.to(x.device)[mask_ids.to(x.device)].to(x.dtype)  # no copy: the table follows the module
         gate = torch.cat([torch.ones(len(extra), self.keep, device=x.device, dtype=x.dtype), extra], 1)
         return x * gate.view((len(extra), self.channels) + (1,) * (x.dim() - 2))
 
@@ -111,12 +119,14 @@ class CapacityModel(nn.Module):
 
         A dedicated ``torch.Generator`` seeded by ``seed`` draws them (the global RNG is never touched), so the masks
         are reproducible from the seed. Shape (n_ids, extra channels) per layer: masks are per channel, as in ETD,
-        so the table costs n_ids x channels bits rather than the official per-pixel cache."""
+        so the table costs n_ids x channels bits rather than the official per-pixel cache. The draw is on the CPU
+        (the same masks on every device); each table then lives on its layer's device and moves with the model."""
         if not 0 <= p_mem <= 1:
             raise ValueError(f"p_mem must be in [0, 1], got {p_mem}")
         gen = torch.Generator().manual_seed(int(seed))
         for mask in self.masks:
-            mask.table = torch.rand(n_ids, mask.channels - mask.keep, generator=gen) < p_mem
+            table = torch.rand(n_ids, mask.channels - mask.keep, generator=gen) < p_mem
+            mask.table = table.to(mask.drop_gate.device)
 
     def extra_capacity(self) -> dict[str, torch.Tensor]:
         """For every parameter holding theta_o2 entries: a bool tensor of its shape, True on theta_o2."""
@@ -254,12 +264,17 @@ def _resnet18_cifar(num_classes: int, in_channels: int, image_size: int, pretrai
 
 
 def _vit_tiny(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False) -> nn.Module:
-    """timm's ViT-Tiny; from scratch it uses 4x4 patches on 32x32 images, pretrained it keeps 16x16 on 224x224."""
+    """timm's ViT-Tiny sized for the dataset: 4x4 patches, so a 32x32 CIFAR image is an 8x8 grid of tokens (the
+    224x224/16 layout would not fit it). Trained from scratch only: timm's pretrained ViT-Tiny weights are for
+    16x16 patches on 224x224 images, and resampling them to 4x4 patches on 32x32 is not the model they describe."""
+    if pretrained:
+        raise ValueError("vit-tiny has no pretrained weights for small images (timm's are for 224x224 inputs with "
+                         "16x16 patches); use pretrained=False (4x4 patches, trained from scratch) or a pretrained "
+                         "'resnet18-cifar'")
+    if image_size % 4:
+        raise ValueError(f"vit-tiny uses 4x4 patches; the image size must be a multiple of 4, got {image_size}")
     import timm
 
-    if pretrained:
-        return timm.create_model("vit_tiny_patch16_224", pretrained=True, num_classes=num_classes,
-                                 in_chans=in_channels)
     return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=num_classes,
                              in_chans=in_channels, img_size=image_size, patch_size=4)
 
@@ -286,6 +301,8 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, 
         torch.manual_seed(seed)
     try:
         model = ARCHITECTURES[arch](num_classes, in_channels, image_size, pretrained=pretrained)
+    except ValueError:  # a request the architecture cannot serve: its own message says what to do
+        raise
     except Exception as e:
         if pretrained:
             raise RuntimeError(f"could not fetch pretrained weights for {arch!r} ({e}); they need a network or a "

@@ -6,6 +6,11 @@
   test and >= 97 % train accuracy (so random forgetting has a measurable train/test gap) in under 10 minutes.
 - ``paper``: GPU. The papers' datasets, models and recipes (ResNet-18 on CIFAR with SSD's official recipe here;
   chapters override the dataset where their paper used another one).
+- ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
+  and code branches on a 150/100-image subset, one seed and the smallest grids; its numbers mean nothing and are
+  never published. It is what catches a crash that only the ``paper`` branches would hit.
+
+A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 
 Chapters read ``PROFILE`` from their papermill ``parameters`` cell and call :func:`get_profile`.
 """
@@ -33,7 +38,11 @@ class Profile:
     description: str = ""
     #: recipes that replace ``recipe`` for some datasets (the papers train longer on harder datasets)
     dataset_recipes: dict = field(default_factory=dict)
+    #: (train_size, test_size) that replace the profile's sizes for some datasets (100 classes need more images)
+    dataset_sizes: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    #: a code check (smoke, paper-smoke): chapters run their smallest grids and the numbers are never published
+    quick: bool = False
 
     def replace(self, **changes) -> "Profile":
         return replace(self, **changes)
@@ -46,24 +55,30 @@ class Profile:
         """The profile's dataset (or ``dataset``), subset as the profile says."""
         from .data import load_dataset
 
-        return load_dataset(dataset or self.dataset, train_size=self.train_size, test_size=self.test_size)
+        name = dataset or self.dataset
+        train_size, test_size = self.dataset_sizes.get(name, (self.train_size, self.test_size))
+        return load_dataset(name, train_size=train_size, test_size=test_size)
 
     def as_dict(self) -> dict:
+        from .training import recipe_spec
+
         d = asdict(self)
-        d["recipe"] = asdict(self.recipe)
-        d["dataset_recipes"] = {k: asdict(r) for k, r in self.dataset_recipes.items()}
+        d["recipe"] = recipe_spec(self.recipe)  # switches at their default are left out, as in the cache key
+        d["dataset_recipes"] = {k: recipe_spec(r) for k, r in self.dataset_recipes.items()}
         return d
 
 
-#: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, crop+flip)
+#: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
+#: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
 _SSD_RECIPE = Recipe(epochs=20, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                     schedule="multistep", milestones=(8, 12, 16), gamma=0.2, warmup_epochs=1, augment=True)
+                     schedule="multistep", milestones=(8, 12, 16), gamma=0.2, warmup_epochs=1, augment=True,
+                     rotation=15.0)
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", dataset="fashion-mnist", arch="small-cnn",
         recipe=Recipe(epochs=2, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle"),
-        seeds=(0,), train_size=3000, test_size=1000, svc_max_samples=500, random_forget=100,
+        seeds=(0,), train_size=3000, test_size=1000, svc_max_samples=500, random_forget=100, quick=True,
         description="CI check: a 3,000-image subset, two epochs; numbers are meaningless"),
     "cpu": Profile(
         name="cpu", dataset="fashion-mnist", arch="small-cnn",
@@ -79,6 +94,14 @@ PROFILES: dict[str, Profile] = {
             "cifar100": _SSD_RECIPE.replace(epochs=200, milestones=(60, 120, 160)),
         },
         description="GPU: CIFAR-10, ResNet-18 (CIFAR stem), SSD's official 20-epoch recipe"),
+    "paper-smoke": Profile(
+        name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
+        recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
+        seeds=(0,), train_size=150, test_size=100, svc_max_samples=100, random_forget=12, quick=True,
+        dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
+        dataset_sizes={name: (300, 200) for name in ("cifar20", "cifar100")},
+        description="CI check of the paper path: the paper's datasets, models and branches on 150 CIFAR-10 images "
+                    "(300 of the CIFAR-100 loader fixture), one epoch; numbers are meaningless"),
 }
 
 
