@@ -1,6 +1,7 @@
 # Machine Unlearning, Reproduced: build, test and reproduce.
 #   make book                         render the book from the committed, executed chapters -> _build/html
-#   make test                         unit tests + every chapter on smoke and paper-smoke + book build with -W
+#   make test                         unit tests + every chapter on smoke (foundations on paper-smoke) + book build
+#   make test-paper                   every chapter on paper-smoke: the paper path's code check (long on a CPU)
 #   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0]   re-execute chapters in place on a profile
 #   make bench                        training/evaluation throughput here and each chapter's predicted paper time
 #   make student                      copies of the chapters without solutions -> _student/
@@ -12,10 +13,10 @@ CHAPTER ?=
 SEEDS ?=
 DEVICE ?= auto
 
-.PHONY: book test reproduce bench student clean help
+.PHONY: book test test-paper reproduce bench student clean help
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +35,9 @@ book: $(VENV)/.book-installed
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest
+
+test-paper: $(VENV)/.test-installed
+	UNLEARNLIB_PAPER_SMOKE=all $(PY) -m pytest tests/test_notebooks.py -k paper_path
 
 reproduce: $(VENV)/.test-installed
 	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(SEEDS),--seeds $(SEEDS))

@@ -41,7 +41,7 @@ SUPERCLASSES = {
 }
 
 
-def write_cifar100_fixture(root: Path, *, per_class_train: int = 3, per_class_test: int = 2, seed: int = 0) -> Path:
+def write_cifar100_fixture(root: Path, *, per_class_train: int = 4, per_class_test: int = 1, seed: int = 0) -> Path:
     """Write the fixture into ``root/cifar-100-python`` (fine classes in alphabetical order, as in CIFAR-100) and
     return that folder. Each image is a class colour plus noise, so a model can tell some classes apart."""
     assert list(SUPERCLASSES) == CIFAR20_CLASSES

@@ -1,4 +1,6 @@
 """Each baseline on real data: forgetting happens where it should and the rest survives."""
+import inspect
+
 import pytest
 import torch
 
@@ -194,3 +196,26 @@ def test_unsir_on_a_sub_class_task_follows_the_official_sub_class_pipeline():
     model = unlearn("unsir", model_for(data, "small-cnn", seed=0), task, device="cpu", noise_steps=2,
                     noise_batches=2, per_class=20).model
     assert model.head[-1].out_features == data.num_classes == 4
+
+
+def test_a_pass_cap_lowers_every_methods_passes_for_a_code_check_and_says_so(trained, class_task):
+    """paper-smoke caps passes (a shape check on the paper models); the cap applies to given and default epochs,
+    never raises a smaller value, is recorded in the run's info, and is lifted again."""
+    from unlearnlib import methods
+
+    finetune = inspect.unwrap(get_method("finetune"))
+    classlevel = inspect.unwrap(get_method("classlevel"))
+    try:
+        methods.cap_passes(1)
+        assert methods._capped(finetune, {"epochs": 5, "lr": 0.1}) == {"epochs": 1, "lr": 0.1}
+        assert methods._capped(classlevel, {})["epochs"] == 1          # its default, 50, is capped too
+        methods.cap_passes(3)
+        assert methods._capped(finetune, {"epochs": 2}) == {"epochs": 2}  # a smaller value stays
+        res = unlearn("finetune", trained[0], class_task, epochs=4, device="cpu")
+        assert res.info["pass_cap"] == 3
+    finally:
+        methods.cap_passes(None)
+    assert methods._capped(finetune, {"epochs": 5}) == {"epochs": 5}
+    assert "pass_cap" not in unlearn("finetune", trained[0], class_task, epochs=1, device="cpu").info
+    with pytest.raises(ValueError, match="whole number"):
+        methods.cap_passes(0)

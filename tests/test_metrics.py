@@ -73,3 +73,12 @@ def test_retrain_model_has_no_activation_distance_to_itself(trained, class_task)
     _, retrain = trained
     rec = metrics.evaluate(retrain, class_task, reference=retrain, device="cpu", svc_max_samples=300)
     assert rec["activation_distance"] == 0 and rec["forget_acc"] < 0.05
+
+
+def test_the_loss_attack_scores_a_forget_set_of_a_few_images():
+    """A tiny forget set (the paper-smoke check forgets a CIFAR-100 class of a few images) still gets a score: the
+    attack holds out one pair when a tenth of the pairs would be less."""
+    rng = np.random.default_rng(0)
+    few = metrics.mia_loss_lr(rng.uniform(0, 0.1, 3), rng.uniform(2, 3, 50))
+    assert few == pytest.approx(1.0)  # separable losses, so every held-out pair is told apart
+    assert np.isnan(metrics.mia_loss_lr(rng.uniform(0, 1, 1), rng.uniform(0, 1, 50)))

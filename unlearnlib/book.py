@@ -265,10 +265,6 @@ def runs_page(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-#: profiles whose runs are code checks: their outputs are never committed
-QUICK_PROFILES = ("smoke", "paper-smoke")
-
-
 def _profile_names() -> list[str]:
     """The profiles ``reproduce`` accepts: every one in :data:`unlearnlib.profiles.PROFILES`."""
     from .profiles import PROFILES
@@ -360,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         if not chapters:
             print(f"no chapter named {args.chapter!r} in _toc.yml", file=sys.stderr)
             return 2
-    if args.profile in QUICK_PROFILES:
+    from .profiles import get_profile
+
+    if get_profile(args.profile).quick:  # a code check (smoke, paper-smoke)
         print(f"warning: {args.profile} outputs must not be committed; the book shows cpu or paper runs",
               file=sys.stderr)
     if args.profile == "paper":

@@ -509,7 +509,7 @@ def corruption_benchmark(profile: Profile) -> dict:
             return paper
         # paper-smoke: the same dataset, model and code paths at the smoke profile's size, one pass of everything
         return {**paper, "train_size": profile.train_size, "test_size": profile.test_size,
-                "recipe": paper["recipe"].replace(epochs=1, batch_size=128), "n_corrupt": 12, "rates": [0.5, 1.0],
+                "recipe": paper["recipe"].replace(epochs=1, batch_size=128), "n_corrupt": 10, "rates": [0.5, 1.0],
                 "batch_size": 128, "rem_epochs": 1, "scrub_epochs": 1}
     if profile.name == "cpu":
         return dict(dataset="fashion-mnist", train_size=10_000, test_size=5_000, arch="small-cnn-capacity",

@@ -122,7 +122,8 @@ def mia_loss_lr(forget_losses: np.ndarray, test_losses: np.ndarray, *, n_splits:
     t = rng.choice(test_losses, n, replace=False)
     x = np.concatenate([f, t]).reshape(-1, 1)
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
+    # a tenth of the pairs is held out, but at least one sample of each side (tiny forget sets, e.g. one image)
+    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=0.1 if 0.1 * 2 * n >= 2 else 2, random_state=seed)
     return float(cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
 
 

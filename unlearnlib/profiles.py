@@ -7,7 +7,7 @@
 - ``paper``: GPU. The papers' datasets, models and recipes (ResNet-18 on CIFAR with SSD's official recipe here;
   chapters override the dataset where their paper used another one).
 - ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
-  and code branches on a 150/100-image subset, one seed and the smallest grids; its numbers mean nothing and are
+  and code branches on a 200/100-image subset, one seed, the smallest grids and one pass per method; its numbers mean nothing and are
   never published. It is what catches a crash that only the ``paper`` branches would hit.
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
@@ -43,6 +43,10 @@ class Profile:
     extra: dict = field(default_factory=dict)
     #: a code check (smoke, paper-smoke): chapters run their smallest grids and the numbers are never published
     quick: bool = False
+    #: at most this many passes (epochs, rounds) for every unlearning method (:func:`unlearnlib.methods.cap_passes`,
+    #: which chapters call with it); ``None``: the methods' own settings. Only paper-smoke caps: on a CPU the paper
+    #: models make every pass costly, and a code check needs one
+    pass_cap: int | None = None
 
     def replace(self, **changes) -> "Profile":
         return replace(self, **changes)
@@ -97,11 +101,11 @@ PROFILES: dict[str, Profile] = {
     "paper-smoke": Profile(
         name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
-        seeds=(0,), train_size=150, test_size=100, svc_max_samples=100, random_forget=12, quick=True,
+        seeds=(0,), train_size=200, test_size=100, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
         dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
-        dataset_sizes={name: (300, 200) for name in ("cifar20", "cifar100")},
-        description="CI check of the paper path: the paper's datasets, models and branches on 150 CIFAR-10 images "
-                    "(300 of the CIFAR-100 loader fixture), one epoch; numbers are meaningless"),
+        dataset_sizes={name: (400, 100) for name in ("cifar20", "cifar100")},
+        description="CI check of the paper path: the paper's datasets, models and branches on 200 CIFAR-10 images "
+                    "(400 of the CIFAR-100 loader fixture), one epoch, one pass per method; numbers are meaningless"),
 }
 
 

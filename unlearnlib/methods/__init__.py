@@ -42,6 +42,33 @@ class MethodInfo:
 
 REGISTRY: dict[str, MethodInfo] = {}
 
+#: hyperparameters that count passes over data or optimisation rounds: what :func:`cap_passes` caps
+PASS_HYPERPARAMETERS = ("epochs", "max_epochs", "max_passes", "noise_steps", "noise_batches")
+_pass_cap: int | None = None
+
+
+def cap_passes(cap: int | None) -> None:
+    """Cap every method's passes (:data:`PASS_HYPERPARAMETERS`, given or default) at ``cap`` from now on; ``None``
+    lifts the cap. Only for code checks (the ``paper-smoke`` profile sets ``Profile.pass_cap``): a capped run is
+    a shape check whose numbers mean nothing, and its ``unlearn_info`` says ``pass_cap``."""
+    global _pass_cap
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"the pass cap must be a whole number >= 1 or None, got {cap!r}")
+    _pass_cap = cap
+
+
+def _capped(fn: Callable, hp: dict) -> dict:
+    """``hp`` with every pass count (given, or the method's default) lowered to the cap, when one is set."""
+    if _pass_cap is None:
+        return hp
+    defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+    out = dict(hp)
+    for name in PASS_HYPERPARAMETERS:
+        value = hp.get(name, defaults.get(name))
+        if name in defaults and isinstance(value, int) and not isinstance(value, bool) and value > _pass_cap:
+            out[name] = _pass_cap
+    return out
+
 
 def register(name: str, *, paper: str = "") -> Callable:
     """Decorator: register ``fn(model, task, *, seed, device, **hp)`` under ``name``.
@@ -63,7 +90,9 @@ def register(name: str, *, paper: str = "") -> Callable:
             check_compatible(model, task.data)
             device = resolve_device(device)
             work = copy.deepcopy(model).to(device)
-            out = fn(work, task, seed=seed, device=device, **hp)
+            out = fn(work, task, seed=seed, device=device, **_capped(fn, hp))
+            if _pass_cap is not None:
+                out.unlearn_info = {**getattr(out, "unlearn_info", {}), "pass_cap": _pass_cap}
             return out.eval()
 
         if name in REGISTRY:
