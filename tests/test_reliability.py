@@ -56,7 +56,7 @@ def _bad_inputs(small_fashion, class_task, trained):
             class_task, get_profile("smoke").replace(recipe=TINY_RECIPE), {"retrain": {}}, seeds=[0], retrain=False,
             progress=False), ValueError, "pass retrain=True"),
         ("no corrupted-data benchmark for a profile", lambda: corruption_benchmark(
-            get_profile("cpu").replace(name="laptop")), ValueError, "use smoke, cpu or paper"),
+            get_profile("cpu").replace(name="laptop")), ValueError, "use smoke, cpu, paper or paper-smoke"),
     ]
 
 
