@@ -69,8 +69,14 @@ class Profile:
         d = asdict(self)
         d["recipe"] = recipe_spec(self.recipe)  # switches at their default are left out, as in the cache key
         d["dataset_recipes"] = {k: recipe_spec(r) for k, r in self.dataset_recipes.items()}
+        for name, default in _LATER_FIELDS.items():  # as recipe_spec does: a profile that does not use them keeps
+            if d[name] == default:                     # the description (and the keys hashed from it) it had
+                del d[name]
         return d
 
+
+#: Profile fields added after results and cache keys were made from :meth:`Profile.as_dict`, with their defaults
+_LATER_FIELDS = {"quick": False, "pass_cap": None, "dataset_sizes": {}}
 
 #: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
 #: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
