@@ -106,9 +106,12 @@ def test_seeds_are_injected_into_the_chapter(tmp_path, monkeypatch):
     chapter = demo_chapter(tmp_path, monkeypatch, "print('SEEDS', SEEDS)")
     book.main(["reproduce", "--profile", "smoke", "--chapter", "demo", "--seeds", "0,1"])
     assert outputs(chapter) == ["SEEDS [0, 1]\n"]
-    injected = [c.source for c in nbformat.read(chapter, as_version=4).cells
-                if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "SEEDS = [0, 1]" in injected[0]
+    cells = nbformat.read(chapter, as_version=4).cells
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "SEEDS = [0, 1]" in injected[0].source
+    assert "remove-cell" in injected[0].metadata["tags"], "the page shows the chapter's own parameters only"
+    own = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert own and "remove-cell" not in own[0].metadata["tags"], "a Colab reader sees what to edit"
 
 
 def test_without_seeds_the_chapter_keeps_its_own(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The rendered book as a reader meets it, in headless Chromium: every chapter page loads, shows its figures and
-has no error output. Screenshots of the index and one chapter are kept as test artefacts in
-``_build/test-artifacts/`` (ignored by git).
+has no error output, and fits a 1280 px wide window: nothing overflows the page sideways, and a table wider than the
+text (a DataFrame, a Markdown table) scrolls inside its own box. Every page of ``_toc.yml`` gets a 1280 px wide
+screenshot, ``<page>.png`` (its full height up to 8,000 px), and the index gets ``index.png``, kept as test
+artefacts in ``_build/test-artifacts/`` (ignored by git).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without them the test is skipped
 locally, but fails when ``UNLEARNLIB_REQUIRE_BROWSER=1`` (set by CI), so CI cannot pass it silently.
@@ -15,11 +17,13 @@ import threading
 
 import nbformat
 import pytest
+import yaml
 
 from unlearnlib.book import toc_chapters
 from unlearnlib.config import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "_build" / "test-artifacts"
+WIDTH, HEIGHT, MAX_SHOT_HEIGHT = 1280, 1600, 8000  # the window every page is checked in; the screenshots' cap
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or shutil.which("chromium-browser") or "")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", shutil.which("chromedriver") or "")
 
@@ -63,7 +67,7 @@ def browser(tmp_path_factory):
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1600", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+                 f"--window-size={WIDTH},{HEIGHT}", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -116,9 +120,83 @@ def test_chapter_page_loads_with_its_figures_and_no_error_output(chapter, site, 
         assert state["math"] > 0, f"{chapter.stem}: its equations are not marked up as math on the page"
     expected = _visible_figures(nb)
     assert state["images"] >= expected, f"{chapter.stem}: {expected} figures in the notebook, {state['images']} shown"
-    if chapter.stem == "comparison":
+
+
+def _toc_pages(node=None) -> list[str]:
+    """Every page listed in ``_toc.yml`` below the root (``chapters/ssd``), notebooks and Markdown pages alike: the
+    runs page holds the book's widest Markdown table."""
+    if node is None:
+        node = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    if isinstance(node, list):
+        return [page for item in node for page in _toc_pages(item)]
+    if isinstance(node, dict):
+        return ([node["file"]] if "file" in node else []) + [page for v in node.values() for page in _toc_pages(v)]
+    return []
+
+
+# What sticks out sideways. The page: the document is wider than the window. The article: an element reaches past
+# the article's right edge (under the page's table of contents, or off the page) without a box inside the article
+# that scrolls or clips it. A table: it is wider than its container and no element between it and the article
+# scrolls it (computed overflow-x auto or scroll). Elements are named by tag, id and classes, with their section.
+_OVERFLOW_JS = """
+const root = document.documentElement;
+const art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+const artRight = art.getBoundingClientRect().right;
+const name = e => {
+  const sec = e.closest('section[id]');
+  return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + [...e.classList].map(c => '.' + c).join('')
+         + (sec ? ' in section #' + sec.id : '');
+};
+const boxBetween = (e, kinds) => {
+  for (let a = e.parentElement; a && a !== art; a = a.parentElement)
+    if (kinds.includes(getComputedStyle(a).overflowX)) return a;
+  return null;
+};
+const out = [];
+for (const e of art.querySelectorAll('*')) {
+  const r = e.getBoundingClientRect();
+  if (r.width === 0 || r.right <= artRight + 1 || boxBetween(e, ['auto', 'scroll', 'hidden', 'clip'])) continue;
+  const p = e.parentElement;
+  if (p !== art && p.getBoundingClientRect().right > artRight + 1) continue;  // name the outermost one only
+  out.push(`${name(e)}: right edge at ${Math.round(r.right)} px, the article ends at ${Math.round(artRight)} px`);
+}
+const tables = [];
+for (const t of art.querySelectorAll('table')) {
+  const box = t.parentElement.clientWidth;
+  if (t.offsetWidth <= box + 1 || boxBetween(t, ['auto', 'scroll'])) continue;
+  tables.push(`${name(t)}: ${t.offsetWidth} px wide in a ${box} px container that does not scroll`);
+}
+return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, article: out, tables: tables,
+        height: Math.max(document.body.scrollHeight, root.scrollHeight)};
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _toc_pages(), ids=lambda page: page.rsplit("/", 1)[-1])
+def test_page_fits_1280px_and_wide_tables_scroll_in_their_box(page, site, browser):
+    """At 1280 px the page never scrolls sideways: a wide table scrolls inside its own box. Saves a 1280 px wide
+    screenshot of the page's full height (up to 8,000 px) as ``<page>.png``."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name = page.rsplit("/", 1)[-1]
+    browser.set_window_size(WIDTH, HEIGHT)
+    try:
+        browser.get(f"{site}/{page}.html")
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+            "return Array.from(document.images).every(i => i.complete)"))
+        found = browser.execute_script(_OVERFLOW_JS)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(ARTIFACTS / "chapter-comparison.png"))
+        browser.set_window_size(WIDTH, min(max(found["height"], HEIGHT), MAX_SHOT_HEIGHT))
+        browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    finally:
+        browser.set_window_size(WIDTH, HEIGHT)
+    assert found["scrollWidth"] <= found["clientWidth"] + 1, (
+        f"{name}: the page is {found['scrollWidth']} px wide in a {found['clientWidth']} px window and scrolls "
+        f"sideways; what sticks out: {found['article'][:5] or found['tables'][:5]}")
+    assert not found["tables"], f"{name}: tables wider than their box that do not scroll in it: {found['tables'][:5]}"
+    assert not found["article"], f"{name}: content sticking out of the article: {found['article'][:5]}"
+    assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, f"{name}: the screenshot is blank"
 
 
 @pytest.mark.slow

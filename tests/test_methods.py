@@ -1,4 +1,5 @@
 """Each baseline on real data: forgetting happens where it should and the rest survives."""
+import copy
 import inspect
 
 import pytest
@@ -96,6 +97,27 @@ def test_salun_moves_only_the_salient_weights_apart_from_weight_decay(trained, c
     assert moved_inside > 0 and abs(out.info["salient_share"] - 0.3) < 0.01
     with pytest.raises(ValueError, match="sparsity"):
         unlearn("salun", model, class_task, device="cpu", sparsity=0.0)
+
+
+def test_salun_never_selects_a_weight_whose_gradient_is_zero(trained, class_task):
+    """When most gradients are exactly 0 (here: a large layer the forward pass never uses, like dead units), the
+    top-50 % threshold is 0; the mask must still leave those weights out instead of selecting every weight."""
+    from torch import nn
+
+    from unlearnlib.methods.baselines import saliency_mask
+
+    class WithDeadWeights(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.unused = net, nn.Linear(1000, 1000)   # 1 M weights that never get a gradient
+        def forward(self, x):
+            return self.net(x)
+
+    model = WithDeadWeights(copy.deepcopy(trained[0]))
+    mask = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=0.5, device="cpu")
+    assert mask["unused.weight"].sum() == 0 and mask["unused.bias"].sum() == 0
+    live = [m for n, m in mask.items() if not n.startswith("unused")]
+    assert 0 < sum(float(m.sum()) for m in live) <= sum(m.numel() for m in live)
 
 
 def test_same_seed_same_unlearning(trained, class_task):

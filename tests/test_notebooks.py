@@ -147,6 +147,40 @@ def test_committed_chapter_shows_no_stderr_residue(chapter):
     stderr = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "stream" and o.get("name") == "stderr"]
     assert not stderr, f"{len(stderr)} stderr outputs; strip them with unlearnlib.book.strip_stderr(path)"
+    stdout = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("output_type") == "stream")
+    raw_warning = re.search(r"^\S+\.py:\d+: \w*Warning", stdout, re.M)   # Python's own warning format
+    assert not raw_warning, f"a library warning in the output: {raw_warning.group(0)}; say it in the chapter's words"
+    assert "\r" not in stdout and not re.search(r"\d+(\.\d+)?(it|s)/(s|it)\]", stdout), "progress-bar residue"
+
+
+#: a call a reader must see: a method's source, or an unlearning method being run or tuned
+_METHOD_CALL = re.compile(r"show_source\(|\bunlearn\(|run_methods\(|\btune\w*\(|methods\.unlearn\(")
+_HIDDEN = {"hide-input", "remove-cell", "remove-input", "hide-cell"}
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_committed_chapter_shows_its_own_parameters_and_the_methods_and_collapses_bookkeeping(chapter):
+    """The page shows the chapter's parameters cell (what a Colab reader edits) but not the one papermill injected;
+    setup (installs, imports) and result saving sit behind a toggle; every method's source and every call of an
+    unlearning method stay visible."""
+    nb = nbformat.read(chapter, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    own = [c for c in code if "parameters" in _tags(c)]
+    injected = [c for c in code if "injected-parameters" in _tags(c)]
+    assert own and not _tags(own[0]) & _HIDDEN, "the chapter's own parameters cell is shown"
+    assert injected and all("remove-cell" in _tags(c) for c in injected), \
+        "tag papermill's cell remove-cell (unlearnlib.book.hide_injected_parameters)"
+    setup = [c for c in code if re.match(r"\s*(import|from) \w", c.source) or 'find_spec("unlearnlib")' in c.source]
+    saving = [c for c in code if "save_results(" in c.source and not _METHOD_CALL.search(c.source)]
+    assert len(setup) >= 2, "the install cell and the imports"
+    for cell in setup[:2] + saving:
+        assert _tags(cell) & _HIDDEN, f"bookkeeping shown in full: {cell.source.splitlines()[0]!r}"
+    if chapter.stem == "comparison":  # it runs every method through its own plumbing (runners, tuning caches), which
+        return                        # stays collapsed; each method's code is shown in the method's chapter
+    for cell in code:
+        if _METHOD_CALL.search(cell.source):
+            assert not _tags(cell) & _HIDDEN, f"a method call is hidden: {cell.source.splitlines()[0]!r}"
 
 
 def test_the_comparison_collapses_its_bookkeeping_and_shows_uncertainty():

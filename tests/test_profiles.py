@@ -29,9 +29,25 @@ def test_every_profile_has_a_corrupted_data_benchmark():
 
 
 def test_a_profile_may_size_one_dataset_differently():
-    """paper-smoke loads 150 CIFAR-10 images but more of CIFAR-100, whose 100 classes need a few images each."""
+    """paper-smoke loads 200 CIFAR-10 images but more of CIFAR-100, whose 100 classes need a few images each."""
     smoke = get_profile("smoke").replace(dataset_sizes={"fashion-mnist-super": (600, 200)})
     assert len(smoke.load_data().y_train) == 3000                      # the profile's own size
     assert len(smoke.load_data("fashion-mnist-super").y_train) == 600  # the dataset's
     check = get_profile("paper-smoke")
     assert check.dataset_sizes["cifar100"][0] > check.train_size
+
+
+def test_paper_smoke_runs_the_first_settings_of_every_grid_and_records_the_cap():
+    """A code check needs the tuning code to run, not every setting: paper-smoke keeps the first two settings of every
+    grid (the same for every method, so budgets stay equal) and the config says so. Reported profiles run them all."""
+    from unlearnlib.experiment import _cap_note, _equal_budget
+
+    grids = {"a": [{"lr": 1}, {"lr": 2}, {"lr": 3}], "b": [{"e": 1}, {"e": 2}, {"e": 3}]}
+    check = get_profile("paper-smoke")
+    run, sizes = _equal_budget(grids, "tune", check)
+    assert run == {"a": [{"lr": 1}, {"lr": 2}], "b": [{"e": 1}, {"e": 2}]} and sizes == {"a": 2, "b": 2}
+    assert _cap_note(check) == {"grid_cap": 2}
+    for name in ("cpu", "paper", "smoke"):
+        run, sizes = _equal_budget(grids, "tune", get_profile(name))
+        assert run == grids and sizes == {"a": 3, "b": 3} and _cap_note(get_profile(name)) == {}
+    assert "grid_cap" not in get_profile("cpu").as_dict(), "the cpu description (and keys hashed from it) unchanged"

@@ -51,6 +51,15 @@ def test_core_never_imports_a_method():
         assert "from .methods" not in path.read_text(), path.name
 
 
+def test_plotting_depends_only_on_the_core():
+    """plotting is a low-level helper: it may use the core (metrics, stats), never the layers built on top of it
+    (the experiment loop, the comparison, the methods), which would make it import half the library."""
+    source = (REPO_ROOT / "unlearnlib" / "plotting.py").read_text()
+    imports = set(re.findall(r"from \.(\w+)", source)) | set(re.findall(r"from unlearnlib\.(\w+)", source))
+    assert imports, "plotting imports nothing from the library: the check reads the wrong file"
+    assert not imports & {"comparison", "experiment", "methods", "book", "bench"}, imports
+
+
 def test_book_cli_lists_the_toc_chapters(capsys):
     from unlearnlib.book import main
 

@@ -7,7 +7,7 @@
 
 Reproducing executes each chapter into ``.<chapter>.running.ipynb`` next to it, saved after every cell, with every
 cell's output and progress bars streamed to the terminal. Only a run that succeeds replaces the chapter (outputs and
-the injected parameters cell); a failed or interrupted one leaves the chapter as it was and keeps the partial file to
+the injected parameters cell, tagged ``remove-cell`` so that the page shows only the chapter's own parameters); a failed or interrupted one leaves the chapter as it was and keeps the partial file to
 look at (the next run overwrites it). The chapter itself writes ``results/<chapter>/<profile>.json``. On the
 ``paper`` profile the predicted time (:mod:`unlearnlib.bench`) is printed first.
 """
@@ -153,6 +153,27 @@ def strip_stderr(path: Path) -> int:
     return removed
 
 
+def hide_injected_parameters(path: Path) -> int:
+    """Tag the cell that papermill injects (``injected-parameters``) ``remove-cell``, in place and atomically;
+    returns how many cells changed. The rendered page then shows the chapter's own parameters cell, which a Colab
+    reader edits, and not a second one with the values this run happened to use (the runs page and each chapter's
+    setup cell print those)."""
+    import json
+
+    from . import _io
+
+    nb = json.loads(path.read_text())
+    changed = 0
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed += 1
+    if changed:
+        _io.atomic_write(path, lambda f: f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n"), mode="w")
+    return changed
+
+
 SOLUTION_START, SOLUTION_END = "{solution-start}", "{solution-end}"
 
 
@@ -289,6 +310,7 @@ def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extr
                   f"{_shown(partial)}", file=sys.stderr, flush=True)
         raise
     strip_stderr(partial)
+    hide_injected_parameters(partial)
     os.replace(partial, chapter)
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
     return chapter

@@ -26,6 +26,7 @@ from . import _io
 from ._progress import tqdm
 from .experiment import Setting
 from .results import load_results, save_results
+from .stats import pareto_front  # noqa: F401  (defined in the core, where plotting can use it; re-exported)
 
 if TYPE_CHECKING:  # pandas is imported where it is used, so that importing this module stays cheap
     import pandas as pd
@@ -370,17 +371,6 @@ def reuse_tuning(config: Mapping | None, grids: Mapping[str, Sequence[Mapping]],
         else:
             todo[method] = list(grid)
     return reused, todo
-
-
-def pareto_front(seconds: Sequence[float], cost: Sequence[float]) -> np.ndarray:
-    """Indices of the points no other point beats on both axes (lower time and lower cost; ties keep both), in
-    order of time: the methods worth considering when both speed and quality matter."""
-    seconds, cost = np.asarray(seconds, float), np.asarray(cost, float)
-    if seconds.shape != cost.shape:
-        raise ValueError(f"seconds and cost differ in length ({len(seconds)} vs {len(cost)})")
-    keep = [i for i in range(len(seconds))
-            if not np.any((seconds <= seconds[i]) & (cost <= cost[i]) & ((seconds < seconds[i]) | (cost < cost[i])))]
-    return np.array(sorted(keep, key=lambda i: (seconds[i], cost[i])), dtype=int)
 
 
 def cached_json(path, compute: Callable[[], object]):

@@ -223,15 +223,26 @@ class Tuning:
     config: dict
 
 
-def _equal_budget(grids: Mapping[str, Sequence[Mapping]], caller: str) -> dict[str, int]:
-    """The number of settings per method; a ProtocolError unless every method has the same number (at least one)."""
+def _equal_budget(grids: Mapping[str, Sequence[Mapping]], caller: str,
+                  profile: Profile | None = None) -> tuple[dict[str, list], dict[str, int]]:
+    """The grids to run and the number of settings per method; a ProtocolError unless every method has the same
+    number (at least one). A profile with a ``grid_cap`` (paper-smoke, a code check) runs only the first
+    ``grid_cap`` settings of every grid: the budget stays equal, and the config records the cap."""
     sizes = {name: len(grid) for name, grid in grids.items()}
     if len(set(sizes.values())) > 1:
         raise ProtocolError(f"every method gets the same tuning budget, but the grids differ in size: {sizes}. Give "
                             f"each method as many settings (repeat or add points)")
     if not grids or min(sizes.values()) < 1:
         raise ProtocolError(f"{caller} needs at least one setting per method")
-    return sizes
+    cap = getattr(profile, "grid_cap", None)
+    run = {name: list(grid)[:cap] if cap else list(grid) for name, grid in grids.items()}
+    return run, {name: len(grid) for name, grid in run.items()}
+
+
+def _cap_note(profile: Profile) -> dict:
+    """``{"grid_cap": n}`` when the profile truncated the grids (recorded beside the budget), else nothing."""
+    cap = getattr(profile, "grid_cap", None)
+    return {"grid_cap": cap} if cap else {}
 
 
 def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
@@ -280,7 +291,7 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     if split != "validation":
         raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
                             f"split='validation', carved from the training data (data.val_idx)")
-    sizes = _equal_budget(grids, "tune")
+    grids, sizes = _equal_budget(grids, "tune", profile)
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
     check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
     sealed = request.sealed()
@@ -309,7 +320,7 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
     chosen = best_settings(records)
     config = {"request": request.describe(), "request_params": {k: v for k, v in request.params.items()
                                                                  if k != "source_idx"},
-              "seed": seed, "reported_seeds": reported_seeds, "budget": min(sizes.values()),
+              "seed": seed, "reported_seeds": reported_seeds, "budget": min(sizes.values()), **_cap_note(profile),
               "selection": f"retrain_gap on {forget_key} and val_acc (validation split) against the tuning "
                            f"request's retrain model",
               "view": None if view is None else seen.params.get("per_class"),
@@ -343,7 +354,7 @@ def tune_few_shot(request: ForgetTask, profile: Profile, grids: Mapping[str, Seq
     same validation images. The score is ``retrain_gap`` against that target. The whole procedure reads
     2 x ``per_class`` images per class and the original model.
     """
-    sizes = _equal_budget(grids, "tune_few_shot")
+    grids, sizes = _equal_budget(grids, "tune_few_shot", profile)
     if request.kind != "full_class":
         raise ProtocolError(f"tune_few_shot scores forgetting against the known target of a forgotten class (0 %); "
                             f"a {request.kind!r} request has no such target: use tune() with its retrain model")
@@ -370,7 +381,7 @@ def tune_few_shot(request: ForgetTask, profile: Profile, grids: Mapping[str, Seq
                         "retrain_gap": retrain_gap(rec, target, utility="val_acc", forget="val_forget_acc")})
     chosen = best_settings(records)
     config = {"request": request.describe(), "seed": seed, "reported_seeds": reported_seeds,
-              "budget": min(sizes.values()), "per_class": per_class,
+              "budget": min(sizes.values()), **_cap_note(profile), "per_class": per_class,
               "selection": f"retrain_gap on val_forget_acc (target 0) and val_acc (target: the original model's "
                            f"accuracy) over {per_class} validation images per class; no retrain model",
               "images_read": int(len(seen.data.y_train) + len(score_forget) + len(score_retain)),
@@ -394,7 +405,8 @@ def tune_on_reported_task(task: ForgetTask, profile: Profile, grids: Mapping[str
     ctx = _prepare(task, profile, seed, device, progress)
     ref_rec = _score(ctx.ref_out, task, profile, seed, device, quick, None)
     seen = view(task, seed) if view else None
-    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
+    cap = getattr(profile, "grid_cap", None)
+    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in (list(grid)[:cap] if cap else grid)]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
         rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device, seen=seen, quick=quick)
@@ -450,7 +462,7 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
     """
     from .metrics import healed_accuracy
 
-    sizes = _equal_budget(grids, "tune_corrupted")
+    grids, sizes = _equal_budget(grids, "tune_corrupted", profile)
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
     records = []
     for request in requests:
@@ -482,7 +494,7 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
         if name not in best or np.mean(scores) > best[name]:
             best[name], chosen[name] = float(np.mean(scores)), json.loads(hp)
     config = {"requests": [r.describe() for r in requests], "seed": seed, "reported_seeds": reported_seeds,
-              "budget": min(sizes.values()),
+              "budget": min(sizes.values()), **_cap_note(profile),
               "selection": "mean over the tuning requests of val_acc (clean validation split) x healed (the "
                            "request's corrupted set, clean labels)",
               "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}

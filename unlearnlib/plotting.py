@@ -145,13 +145,13 @@ def gap_heatmap(board, metrics: Sequence[str], *, task: str, scale: float = 100.
 def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: str = "", ylabel: str | None = None,
                  palette: dict | None = None):
     """One task's methods as points of mean time (log scale) against a cost (lower is better), with the Pareto
-    front (:func:`unlearnlib.comparison.pareto_front`) drawn as a step line and its methods named in bold.
+    front (:func:`unlearnlib.stats.pareto_front`) drawn as a step line and its methods named in bold.
 
     ``points`` is indexed by method with columns ``time`` and ``cost``; points at zero time (no unlearning) are
     left out, since they cannot sit on a log axis."""
     import matplotlib.pyplot as plt
 
-    from .comparison import pareto_front
+    from .stats import pareto_front
 
     points = points[points[time] > 0]
     if ax is None:

@@ -7,8 +7,8 @@
 - ``paper``: GPU. The papers' datasets, models and recipes (ResNet-18 on CIFAR with SSD's official recipe here;
   chapters override the dataset where their paper used another one).
 - ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
-  and code branches on a 200/100-image subset, one seed, the smallest grids and one pass per method; its numbers mean nothing and are
-  never published. It is what catches a crash that only the ``paper`` branches would hit.
+  and code branches on a 200/50-image subset, one seed, the smallest grids cut to their first two settings and
+  one pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the ``paper`` branches would hit.
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 
@@ -47,6 +47,9 @@ class Profile:
     #: which chapters call with it); ``None``: the methods' own settings. Only paper-smoke caps: on a CPU the paper
     #: models make every pass costly, and a code check needs one
     pass_cap: int | None = None
+    #: at most this many settings of every tuning grid (the first ones; :func:`unlearnlib.experiment.tune` and its
+    #: siblings apply it and record it beside the budget). Only paper-smoke caps, for the same reason as ``pass_cap``
+    grid_cap: int | None = None
 
     def replace(self, **changes) -> "Profile":
         return replace(self, **changes)
@@ -76,7 +79,7 @@ class Profile:
 
 
 #: Profile fields added after results and cache keys were made from :meth:`Profile.as_dict`, with their defaults
-_LATER_FIELDS = {"quick": False, "pass_cap": None, "dataset_sizes": {}}
+_LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}}
 
 #: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
 #: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
@@ -107,11 +110,13 @@ PROFILES: dict[str, Profile] = {
     "paper-smoke": Profile(
         name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
-        seeds=(0,), train_size=200, test_size=100, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
+        seeds=(0,), train_size=200, test_size=50, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
+        grid_cap=2,
         dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
         dataset_sizes={name: (400, 100) for name in ("cifar20", "cifar100")},
         description="CI check of the paper path: the paper's datasets, models and branches on 200 CIFAR-10 images "
-                    "(400 of the CIFAR-100 loader fixture), one epoch, one pass per method; numbers are meaningless"),
+                    "(400 of the CIFAR-100 loader fixture), one epoch, one pass per method, two settings per "
+                    "tuning grid; numbers are meaningless"),
 }
 
 

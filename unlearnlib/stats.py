@@ -9,7 +9,8 @@ d_s = a_s - b_s and gives their mean with a t-interval,
 which is wide with few seeds (t = 4.30 for 3 seeds, 2.78 for 5), as it should be. A chapter claims "A differs from
 B" only when this interval excludes 0 (:attr:`Difference.resolved`); otherwise it says that the seeds cannot
 resolve a difference. :func:`bootstrap_ranks` resamples the seeds with replacement to show how stable a ranking
-under one metric is. :func:`format_difference` and :func:`verdict` are the formats the chapters print and glue.
+under one metric is. :func:`format_difference` and :func:`verdict` are the formats the chapters print and glue. :func:`pareto_front` picks
+the methods no other beats on both time and quality (the comparison chapter and its plot use it).
 """
 from __future__ import annotations
 
@@ -146,3 +147,14 @@ def bootstrap_ranks(df, metric: str, *, lower_is_better: bool = True, by: str = 
     out = pd.DataFrame({"rank": ranks(x.mean(0)).astype(int), "mean rank": boot.mean(0), "rank low": lo,
                         "rank high": hi, "P(first)": (boot == 1).mean(0)}, index=values.columns)
     return out.sort_values("rank")
+
+
+def pareto_front(seconds: Sequence[float], cost: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point beats on both axes (lower time and lower cost; ties keep both), in
+    order of time: the methods worth considering when both speed and quality matter."""
+    seconds, cost = np.asarray(seconds, float), np.asarray(cost, float)
+    if seconds.shape != cost.shape:
+        raise ValueError(f"seconds and cost differ in length ({len(seconds)} vs {len(cost)})")
+    keep = [i for i in range(len(seconds))
+            if not np.any((seconds <= seconds[i]) & (cost <= cost[i]) & ((seconds < seconds[i]) | (cost < cost[i])))]
+    return np.array(sorted(keep, key=lambda i: (seconds[i], cost[i])), dtype=int)

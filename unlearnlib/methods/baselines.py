@@ -181,7 +181,8 @@ def saliency_mask(model: nn.Module, data, indices, *, sparsity: float = 0.5, bat
                   device="cpu") -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: the absolute value of the gradient of the summed cross-entropy on ``indices`` (the
     forget set, with the labels it was trained on), and a 0/1 mask that is 1 on the ``sparsity`` share of all
-    weights (ranked together, across layers) where it is largest. BatchNorm runs on its running statistics."""
+    weights (ranked together, across layers) where it is largest, never one whose gradient is exactly 0 (so the mask
+    can hold fewer weights than asked). BatchNorm runs on its running statistics."""
     if not 0 < sparsity <= 1:
         raise ValueError(f"sparsity must be in (0, 1], got {sparsity}")
     if len(indices) == 0:
@@ -199,7 +200,9 @@ def saliency_mask(model: nn.Module, data, indices, *, sparsity: float = 0.5, bat
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
     keep = max(1, int(round(sparsity * flat.numel())))
     threshold = torch.topk(flat, keep, sorted=True).values[-1]
-    return {n: (g.abs() >= threshold).float() for n, g in grads.items()}
+    # a weight whose gradient is exactly 0 is never salient: when more than 1 - sparsity of the gradients are 0
+    # (dead ReLUs, a saturated model), the threshold is 0 and ">=" alone would select every weight
+    return {n: ((g.abs() >= threshold) & (g != 0)).float() for n, g in grads.items()}
 
 
 @register("salun", paper="Fan et al., ICLR 2024 (SalUn: saliency-based unlearning)")
@@ -538,13 +541,34 @@ def unsir(model: nn.Module, task, *, seed: int = 0, device="cpu", lr: float = 1e
 # ---------------------------------------------------------------------------------------------------------------
 # Fisher forgetting (Golatkar, Achille and Soatto, "Eternal Sunshine of the Spotless Net", CVPR 2020)
 
-def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32,
-                    device="cpu") -> dict[str, torch.Tensor]:
+def fisher_chunk(batch_size: int, num_classes: int, num_weights: int, *, itemsize: int = 4,
+                 memory_limit: int = 2 ** 30) -> int:
+    """How many samples :func:`expected_fisher` differentiates at once: at most ``batch_size``, and few enough that
+    their per-class gradients (``samples x classes x weights``, held about three times over: the Jacobian, its
+    square and the product with the probabilities) fit in ``memory_limit`` bytes. At least 1. On ResNet-18 (11 M
+    weights, 10 classes) one sample needs ~1.3 GB, so on a CPU the chunk is 1; on the small CNN it is the batch."""
+    per_sample = 3 * num_classes * num_weights * itemsize
+    return int(max(1, min(batch_size, memory_limit // max(per_sample, 1))))
+
+
+def _memory_limit(device) -> int:
+    """Bytes a per-sample computation may use: a quarter of the free memory of a CUDA device, else 1 GiB."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    return 2 ** 30
+
+
+def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, device="cpu",
+                    memory_limit: int | None = None) -> dict[str, torch.Tensor]:
     """The diagonal of the Fisher information of the model's own predictive distribution, averaged over the
     training samples ``indices``: ``F_i = mean_x sum_c p_c(x) (d log p_c(x) / d theta_i)^2``, for every trainable
     parameter. The model runs in eval mode (BatchNorm uses its running statistics, so samples do not interact);
     the per-sample gradients of all classes come from ``torch.func`` (``vmap`` of ``jacrev``), ``batch_size``
-    samples at a time (memory grows as batch x classes x parameters)."""
+    samples at a time, in chunks small enough for ``memory_limit`` bytes (:func:`fisher_chunk`; default a quarter
+    of a CUDA device's free memory, 1 GiB on a CPU): memory grows as samples x classes x parameters, which on a
+    ResNet-18 is ~1.3 GB per sample. The chunking changes only the order of a sum."""
     from torch.func import functional_call, jacrev, vmap
 
     idx = np.asarray(indices)
@@ -561,12 +585,18 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32,
 
     per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))
     total = {n: torch.zeros_like(p) for n, p in params.items()}
-    for x, _ in batches(data, idx, batch_size, device=device):
-        with torch.no_grad():
-            prob = F.softmax(model(x), dim=1)
-        jac = per_sample(params, x)  # name -> (batch, classes, *shape)
-        for n, j in jac.items():
-            total[n] += torch.einsum("bc,bc...->...", prob, j.detach().pow(2))
+    like = next(iter(params.values()))
+    chunk = fisher_chunk(batch_size, data.num_classes, sum(p.numel() for p in params.values()),
+                         itemsize=like.element_size(),
+                         memory_limit=_memory_limit(like.device) if memory_limit is None else memory_limit)
+    for x_batch, _ in batches(data, idx, batch_size, device=device):
+        for x in x_batch.split(chunk):
+            with torch.no_grad():
+                prob = F.softmax(model(x), dim=1)
+            jac = per_sample(params, x)  # name -> (chunk, classes, *shape)
+            for n, j in jac.items():
+                total[n] += torch.einsum("bc,bc...->...", prob, j.detach().pow(2))
+            del jac
     model.train(was_training)
     return {n: t / len(idx) for n, t in total.items()}
 
