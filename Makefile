@@ -1,7 +1,7 @@
 # Machine Unlearning, Reproduced: build, test and reproduce.
 #   make book                         render the book from the committed, executed chapters -> _build/html
 #   make test                         unit tests + every chapter on smoke (foundations on paper-smoke) + book build
-#   make test-paper                   every chapter on paper-smoke: the paper path's code check (long on a CPU)
+#   make test-paper [CHAPTER=ssd]     every chapter (or one) on paper-smoke: the paper path's check (long on a CPU)
 #   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0]   re-execute chapters in place on a profile
 #   make bench                        training/evaluation throughput here and each chapter's predicted paper time
 #   make student                      copies of the chapters without solutions -> _student/
@@ -37,7 +37,7 @@ test: $(VENV)/.test-installed
 	$(PY) -m pytest
 
 test-paper: $(VENV)/.test-installed
-	UNLEARNLIB_PAPER_SMOKE=all $(PY) -m pytest tests/test_notebooks.py -k paper_path
+	UNLEARNLIB_PAPER_SMOKE=all $(PY) -m pytest tests/test_notebooks.py -k "paper_path$(if $(CHAPTER), and $(CHAPTER))"
 
 reproduce: $(VENV)/.test-installed
 	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(SEEDS),--seeds $(SEEDS))

@@ -65,9 +65,10 @@ def paper_smoke_data(tmp_path_factory):
     return root
 
 
-#: the chapter whose paper path `make test` runs; `make test-paper` (UNLEARNLIB_PAPER_SMOKE=all) runs every chapter's.
-#: On 2 CPU cores the paper models make each chapter's check take many minutes (README, "The paper path"), more
-#: than make test's budget holds for all of them
+#: the chapter whose paper path `make test` runs; `make test-paper` (UNLEARNLIB_PAPER_SMOKE=all) runs every chapter's,
+#: and so does the `paper-smoke` job of .github/workflows/tests.yml, one chapter per runner. On 2 CPU cores the paper
+#: models make each chapter's check take 4-18 min, over an hour together (README, "The paper path"): more than
+#: make test can add inside CI's 90 minutes
 PAPER_SMOKE_DEFAULT = ("foundations",)
 
 

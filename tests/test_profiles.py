@@ -29,24 +29,27 @@ def test_every_profile_has_a_corrupted_data_benchmark():
 
 
 def test_a_profile_may_size_one_dataset_differently():
-    """paper-smoke loads 200 CIFAR-10 images but more of CIFAR-100, whose 100 classes need a few images each."""
+    """paper-smoke loads 50 CIFAR-10 test images but more of CIFAR-100, whose 100 classes need one test image each."""
     smoke = get_profile("smoke").replace(dataset_sizes={"fashion-mnist-super": (600, 200)})
     assert len(smoke.load_data().y_train) == 3000                      # the profile's own size
     assert len(smoke.load_data("fashion-mnist-super").y_train) == 600  # the dataset's
     check = get_profile("paper-smoke")
-    assert check.dataset_sizes["cifar100"][0] > check.train_size
+    assert check.dataset_sizes["cifar100"][1] >= 100 > check.test_size
 
 
 def test_paper_smoke_runs_the_first_settings_of_every_grid_and_records_the_cap():
-    """A code check needs the tuning code to run, not every setting: paper-smoke keeps the first two settings of every
-    grid (the same for every method, so budgets stay equal) and the config says so. Reported profiles run them all."""
+    """A code check needs the tuning code to run, not every setting: paper-smoke keeps the first ``grid_cap``
+    settings of every grid (the same number for every method, so budgets stay equal) and the config says so.
+    Reported profiles run them all."""
     from unlearnlib.experiment import _cap_note, _equal_budget
 
     grids = {"a": [{"lr": 1}, {"lr": 2}, {"lr": 3}], "b": [{"e": 1}, {"e": 2}, {"e": 3}]}
     check = get_profile("paper-smoke")
+    n = check.grid_cap
+    assert n is not None and 1 <= n < 3
     run, sizes = _equal_budget(grids, "tune", check)
-    assert run == {"a": [{"lr": 1}, {"lr": 2}], "b": [{"e": 1}, {"e": 2}]} and sizes == {"a": 2, "b": 2}
-    assert _cap_note(check) == {"grid_cap": 2}
+    assert run == {"a": grids["a"][:n], "b": grids["b"][:n]} and sizes == {"a": n, "b": n}
+    assert _cap_note(check) == {"grid_cap": n}
     for name in ("cpu", "paper", "smoke"):
         run, sizes = _equal_budget(grids, "tune", get_profile(name))
         assert run == grids and sizes == {"a": 3, "b": 3} and _cap_note(get_profile(name)) == {}

@@ -202,3 +202,17 @@ def test_every_action_is_pinned_to_a_major_version(path):
     assert actions, f"{path.name} uses no action"
     loose = [a for a in actions if not re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", a)]
     assert not loose, f"{path.name}: actions not pinned to a major version: {loose}"
+
+
+def test_tests_workflow_runs_every_chapter_on_the_paper_path_in_parallel():
+    """`make test` runs the paper path (paper-smoke) on foundations only, for time; the tests workflow's
+    ``paper-smoke`` job runs it on every chapter of ``_toc.yml``, one per runner, with ``make test-paper CHAPTER=``."""
+    from unlearnlib.book import toc_chapters
+
+    job = _load(TESTS)["jobs"]["paper-smoke"]
+    listed = job["strategy"]["matrix"]["chapter"]
+    assert sorted(listed) == sorted(p.stem for p in toc_chapters() if p.suffix == ".ipynb")
+    assert job["strategy"].get("fail-fast") is False, "one chapter's failure must not hide another's"
+    step = next(step for step in job["steps"] if "make test-paper" in step.get("run", ""))
+    assert 'CHAPTER="$CHAPTER"' in step["run"] and step["env"]["CHAPTER"] == "${{ matrix.chapter }}"
+    assert "CHAPTER" in (REPO_ROOT / "Makefile").read_text().split("test-paper:")[1].split("\n\n")[0]

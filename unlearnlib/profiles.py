@@ -7,8 +7,8 @@
 - ``paper``: GPU. The papers' datasets, models and recipes (ResNet-18 on CIFAR with SSD's official recipe here;
   chapters override the dataset where their paper used another one).
 - ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
-  and code branches on a 200/50-image subset, one seed, the smallest grids cut to their first two settings and
-  one pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the ``paper`` branches would hit.
+  and code branches on a 200/50-image subset, one seed, the smallest grids cut to their first setting and one
+  pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the ``paper`` branches would hit.
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 
@@ -111,11 +111,11 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
         seeds=(0,), train_size=200, test_size=50, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
-        grid_cap=2,
+        grid_cap=1,
         dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
-        dataset_sizes={name: (400, 100) for name in ("cifar20", "cifar100")},
+        dataset_sizes={name: (200, 100) for name in ("cifar20", "cifar100")},
         description="CI check of the paper path: the paper's datasets, models and branches on 200 CIFAR-10 images "
-                    "(400 of the CIFAR-100 loader fixture), one epoch, one pass per method, two settings per "
+                    "(200 of the CIFAR-100 loader fixture), one epoch, one pass per method, one setting per "
                     "tuning grid; numbers are meaningless"),
 }
 
