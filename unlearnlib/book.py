@@ -7,8 +7,9 @@
 
 Reproducing executes each chapter into ``.<chapter>.running.ipynb`` next to it, saved after every cell, with every
 cell's output and progress bars streamed to the terminal. Only a run that succeeds replaces the chapter (outputs and
-the injected parameters cell, tagged ``remove-cell`` so that the page shows only the chapter's own parameters); a failed or interrupted one leaves the chapter as it was and keeps the partial file to
-look at (the next run overwrites it). The chapter itself writes ``results/<chapter>/<profile>.json``. On the
+the injected parameters cell, tagged ``remove-cell`` so that the page shows only the chapter's own parameters); a
+failed or interrupted one leaves the chapter as it was and keeps the partial file to look at (the next run overwrites
+it). The chapter itself writes ``results/<chapter>/<profile>.json``. On the
 ``paper`` profile the predicted time (:mod:`unlearnlib.bench`) is printed first.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .config import REPO_ROOT
 
@@ -131,26 +133,42 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def strip_stderr(path: Path) -> int:
-    """Remove every stderr stream output (progress-bar residue, library warnings) from the notebook at ``path``, in
-    place and atomically; returns how many were removed. A reader of the book sees what the chapter prints and
-    displays, not the carriage returns of a progress bar. Nothing else changes: outputs, glue records and the
-    execution metadata stay as they ran."""
+def _edit_cells(path: Path, edit: Callable[[dict], int]) -> int:
+    """Apply ``edit`` (which changes one cell in place and returns how many things it changed) to every cell of the
+    notebook at ``path``; write it back atomically when anything changed. Returns the total count."""
     import json
 
     from . import _io
 
     nb = json.loads(path.read_text())
-    removed = 0
-    for cell in nb["cells"]:
-        outputs = cell.get("outputs", [])
-        kept = [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-        removed += len(outputs) - len(kept)
-        if kept != outputs:
-            cell["outputs"] = kept
-    if removed:
+    changed = sum(edit(cell) for cell in nb["cells"])
+    if changed:
         _io.atomic_write(path, lambda f: f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n"), mode="w")
-    return removed
+    return changed
+
+
+def _drop_stderr(cell: dict) -> int:
+    outputs = cell.get("outputs", [])
+    kept = [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    if kept != outputs:
+        cell["outputs"] = kept
+    return len(outputs) - len(kept)
+
+
+def _remove_injected(cell: dict) -> int:
+    tags = cell.get("metadata", {}).get("tags", [])
+    if "injected-parameters" in tags and "remove-cell" not in tags:
+        tags.append("remove-cell")
+        return 1
+    return 0
+
+
+def strip_stderr(path: Path) -> int:
+    """Remove every stderr stream output (progress-bar residue, library warnings) from the notebook at ``path``, in
+    place and atomically; returns how many were removed. A reader of the book sees what the chapter prints and
+    displays, not the carriage returns of a progress bar. Nothing else changes: outputs, glue records and the
+    execution metadata stay as they ran."""
+    return _edit_cells(path, _drop_stderr)
 
 
 def hide_injected_parameters(path: Path) -> int:
@@ -158,20 +176,13 @@ def hide_injected_parameters(path: Path) -> int:
     returns how many cells changed. The rendered page then shows the chapter's own parameters cell, which a Colab
     reader edits, and not a second one with the values this run happened to use (the runs page and each chapter's
     setup cell print those)."""
-    import json
+    return _edit_cells(path, _remove_injected)
 
-    from . import _io
 
-    nb = json.loads(path.read_text())
-    changed = 0
-    for cell in nb["cells"]:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-            changed += 1
-    if changed:
-        _io.atomic_write(path, lambda f: f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n"), mode="w")
-    return changed
+def _finish_for_book(path: Path) -> None:
+    """What a successful run's notebook gets before it becomes the chapter: no stderr, no injected parameters cell
+    on the page. One read and one write."""
+    _edit_cells(path, lambda cell: _drop_stderr(cell) + _remove_injected(cell))
 
 
 SOLUTION_START, SOLUTION_END = "{solution-start}", "{solution-end}"
@@ -309,8 +320,7 @@ def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extr
                   f"unchanged; the partial run (the outputs of every cell that ran, the error included) is kept in "
                   f"{_shown(partial)}", file=sys.stderr, flush=True)
         raise
-    strip_stderr(partial)
-    hide_injected_parameters(partial)
+    _finish_for_book(partial)
     os.replace(partial, chapter)
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
     return chapter

@@ -234,15 +234,19 @@ def _equal_budget(grids: Mapping[str, Sequence[Mapping]], caller: str,
                             f"each method as many settings (repeat or add points)")
     if not grids or min(sizes.values()) < 1:
         raise ProtocolError(f"{caller} needs at least one setting per method")
-    cap = getattr(profile, "grid_cap", None)
-    run = {name: list(grid)[:cap] if cap else list(grid) for name, grid in grids.items()}
+    run = {name: _capped_grid(grid, profile) for name, grid in grids.items()}
     return run, {name: len(grid) for name, grid in run.items()}
+
+
+def _capped_grid(grid: Sequence[Mapping], profile: Profile | None) -> list:
+    """The settings of ``grid`` that ``profile`` runs: all, or the first ``profile.grid_cap``."""
+    cap = profile.grid_cap if profile is not None else None
+    return list(grid)[:cap] if cap else list(grid)
 
 
 def _cap_note(profile: Profile) -> dict:
     """``{"grid_cap": n}`` when the profile truncated the grids (recorded beside the budget), else nothing."""
-    cap = getattr(profile, "grid_cap", None)
-    return {"grid_cap": cap} if cap else {}
+    return {"grid_cap": profile.grid_cap} if profile.grid_cap else {}
 
 
 def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
@@ -405,8 +409,7 @@ def tune_on_reported_task(task: ForgetTask, profile: Profile, grids: Mapping[str
     ctx = _prepare(task, profile, seed, device, progress)
     ref_rec = _score(ctx.ref_out, task, profile, seed, device, quick, None)
     seen = view(task, seed) if view else None
-    cap = getattr(profile, "grid_cap", None)
-    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in (list(grid)[:cap] if cap else grid)]
+    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in _capped_grid(grid, profile)]
     records = []
     for name, hp in tqdm(runs, desc=f"tuning on {task.describe()}", disable=not progress, leave=False):
         rec, seconds, _ = _run_one(name, hp, ctx, task, profile, seed, device, seen=seen, quick=quick)

@@ -8,7 +8,8 @@
   chapters override the dataset where their paper used another one).
 - ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
   and code branches on a 200/50-image subset, one seed, the smallest grids cut to their first setting and one
-  pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the ``paper`` branches would hit.
+  pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the
+  ``paper`` branches would hit.
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 

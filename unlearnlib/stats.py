@@ -9,8 +9,9 @@ d_s = a_s - b_s and gives their mean with a t-interval,
 which is wide with few seeds (t = 4.30 for 3 seeds, 2.78 for 5), as it should be. A chapter claims "A differs from
 B" only when this interval excludes 0 (:attr:`Difference.resolved`); otherwise it says that the seeds cannot
 resolve a difference. :func:`bootstrap_ranks` resamples the seeds with replacement to show how stable a ranking
-under one metric is. :func:`format_difference` and :func:`verdict` are the formats the chapters print and glue. :func:`pareto_front` picks
-the methods no other beats on both time and quality (the comparison chapter and its plot use it).
+under one metric is. :func:`format_difference` and :func:`verdict` are the formats the chapters print and glue.
+:func:`pareto_front` picks the methods no other beats on both time and quality (the comparison chapter and its plot
+use it).
 """
 from __future__ import annotations
 
