@@ -23,7 +23,8 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import Outputs, evaluate, quick_evaluate, retrain_gap, task_outputs, validation_evaluate
+from .metrics import (Outputs, diverged_record, evaluate, quick_evaluate, retrain_gap, task_outputs,
+                      validation_evaluate)
 from .profiles import Profile
 from .tasks import ForgetTask, draw_per_class, few_shot as tasks_few_shot
 from .training import TrainedModel, accuracy, train_or_load
@@ -114,7 +115,18 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
     else:
         result = unlearn(name, refs.original.model, task if seen is None else seen, seed=seed, device=device, **hp)
         model, seconds, source, info = result.model, result.seconds, "measured", result.info
+        if info.get("diverged"):  # the method stopped at a non-finite loss or output: a diverged run, never scored
+            keys = _score_keys(task, quick, ctx.ref_out is not None)
+            return {**diverged_record(keys, step=info.get("diverged_step"),
+                                      reason=info.get("diverged_reason", "non-finite loss")), **info}, seconds, source
     return {**_score(model, task, profile, seed, device, quick, ctx.ref_out), **info}, seconds, source
+
+
+def _score_keys(task: ForgetTask, quick: bool | str, reference: bool) -> list[str]:
+    """The metric fields :func:`_score` would return (what a diverged record fills with NaN)."""
+    from .metrics import _metric_keys
+
+    return _metric_keys(task, reference=reference and not quick, quick=bool(quick), retain=quick == "retain")
 
 
 def _per_seed_objects(hp: Mapping, setting: Setting) -> str | None:

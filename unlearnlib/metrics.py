@@ -36,6 +36,11 @@ Corrupted data (REM, Schoepf et al. 2025), see :func:`corruption_metrics`:
     model that stops predicting the target class altogether (most triggered images are not of that class), so
     every trigger table shows this beside it: a model that heals keeps it, one that deletes the class loses it.
 
+Divergence: a model whose weights, or whose outputs on the evaluated data, are not finite is *diverged*. Every
+evaluation here (:func:`evaluate`, :func:`quick_evaluate`, :func:`validation_evaluate`, :func:`corruption_metrics`)
+returns for it a record with ``diverged=True`` and NaN in every metric (:func:`diverged_record`), never a score: NaN
+logits turned into numbers would predict class 0 and look like a model. Every other record holds ``diverged=False``.
+
 ``activation_distance`` (SSD's ``actv_dist``): mean over D_f of the L2 distance between the softmax outputs of the
 model and of the retrain model; 0 means identical predictions on the forget set.
 """
@@ -192,51 +197,109 @@ def validation_evaluate(model: nn.Module, task, *, device: str | torch.device = 
         raise ValueError(f"{task.describe()} has no validation split to select on; load the data with "
                          f"unlearnlib.load_dataset (which attaches data.val_idx), not a view without one")
     y = d.y_train
-    forget = _finite(predict_logits(model, d, task.forget_idx, split="train", device=device))
-    val = _finite(predict_logits(model, d, task.val_idx, split="train", device=device))
+    keys = ("forget_acc", "val_acc", "val_forget_acc")
+    if not parameters_finite(model):
+        return diverged_record(keys, reason="non-finite weights")
+    forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
+    val = predict_logits(model, d, task.val_idx, split="train", device=device)
+    if not (outputs_finite(forget) and outputs_finite(val)):
+        return diverged_record(keys, reason="non-finite outputs")
     gone = np.isin(task.val_idx, task.val_forget_idx)
     y_val = y[torch.from_numpy(task.val_idx)]
     keep, drop = torch.from_numpy(~gone), torch.from_numpy(gone)
     return {"forget_acc": accuracy_from_logits(forget, y[torch.from_numpy(task.forget_idx)]),
             "val_acc": accuracy_from_logits(val[keep], y_val[keep]),
-            "val_forget_acc": accuracy_from_logits(val[drop], y_val[drop])}
+            "val_forget_acc": accuracy_from_logits(val[drop], y_val[drop]), **FINITE}
 
 
 @dataclass
 class Outputs:
-    """A model's logits on the four parts of a task (computed once per model, reused by every metric)."""
+    """A model's logits on the four parts of a task (computed once per model, reused by every metric).
+    ``finite`` is False when the model's weights or any of these logits are not finite (the model diverged)."""
 
     forget: torch.Tensor
     retain: torch.Tensor
     test_retain: torch.Tensor
     test_forget: torch.Tensor
+    weights_finite: bool = True
+
+    @property
+    def finite(self) -> bool:
+        return self.weights_finite and all(outputs_finite(t) for t in
+                                           (self.forget, self.retain, self.test_retain, self.test_forget))
 
 
 def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto", retain: bool = True) -> Outputs:
     """Logits of ``model`` on D_f, D_r and on the test split (retained part and forgotten part).
 
-    ``retain=False`` skips D_r (by far the largest part; its logits are then an empty tensor). A model whose
-    outputs are not finite (a method that diverged) is still scored, as the broken model it is: its NaN outputs
-    become 0 and its infinities +-1e4, with a warning, so a sweep over hyperparameters survives one bad setting."""
+    ``retain=False`` skips D_r (by far the largest part; its logits are then an empty tensor). The logits are
+    returned as they are: a model whose weights or outputs are not finite gives ``Outputs.finite == False``, and
+    :func:`evaluate` turns it into a diverged record, never into scores."""
     d = task.data
-    test_all = _finite(predict_logits(model, d, None, split="test", device=device))
+    weights_finite = parameters_finite(model)
+    test_all = predict_logits(model, d, None, split="test", device=device)
     return Outputs(
-        forget=_finite(predict_logits(model, d, task.forget_idx, split="train", device=device)),
-        retain=(_finite(predict_logits(model, d, task.retain_idx, split="train", device=device)) if retain
+        forget=predict_logits(model, d, task.forget_idx, split="train", device=device),
+        retain=(predict_logits(model, d, task.retain_idx, split="train", device=device) if retain
                 else test_all[:0]),
         test_retain=test_all[torch.from_numpy(task.test_retain_idx)],
         test_forget=test_all[torch.from_numpy(task.test_forget_idx)],
+        weights_finite=weights_finite,
     )
 
 
-def _finite(logits: torch.Tensor) -> torch.Tensor:
-    if torch.isfinite(logits).all():
-        return logits
-    import warnings
+# ----------------------------------------------------------------------------------------------------------------
+# Divergence: one rule for the whole library. A model whose weights, or whose outputs on the evaluated data, are not
+# finite is *diverged*. Its record holds ``diverged=True``, the step where the method saw it (``diverged_step``, None
+# when only the evaluation saw it) and NaN in every metric, so that no consumer can score it by accident; every
+# other record holds ``diverged=False``. Nothing on a scored path converts non-finite values.
 
-    warnings.warn("the model's outputs are not finite (the method diverged; try a lower learning rate); scoring "
-                  "NaN as 0 and infinities as +-1e4", RuntimeWarning, stacklevel=3)
-    return torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
+#: the fields every evaluation record carries about divergence
+DIVERGENCE_FIELDS = ("diverged", "diverged_step", "diverged_reason")
+#: what a finite model's record holds in those fields
+FINITE = {"diverged": False, "diverged_step": None, "diverged_reason": None}
+
+
+def outputs_finite(logits: torch.Tensor) -> bool:
+    """Whether every logit is finite (an empty tensor is)."""
+    return bool(torch.isfinite(logits).all())
+
+
+def parameters_finite(model) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite (True for precomputed outputs)."""
+    if not isinstance(model, nn.Module):
+        return True
+    tensors = list(model.parameters()) + list(model.buffers())
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def diverged_record(keys, *, step: int | None = None, reason: str = "non-finite outputs") -> dict:
+    """The record of a diverged run: NaN for every metric in ``keys``, ``diverged=True``, the ``step`` where the
+    method stopped (None when only the evaluation found it) and the ``reason``."""
+    return {**{k: float("nan") for k in keys if k not in DIVERGENCE_FIELDS},
+            "diverged": True, "diverged_step": step, "diverged_reason": reason}
+
+
+def is_diverged(record) -> bool:
+    """Whether a record (a dict or a DataFrame row) is of a diverged run; records without the field (older results
+    files) count as not diverged."""
+    value = record.get("diverged", False) if hasattr(record, "get") else False
+    try:
+        return bool(value) and not (isinstance(value, float) and np.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _metric_keys(task, *, reference: bool, quick: bool = False, retain: bool = False) -> list[str]:
+    """The metric fields of :func:`evaluate` (or :func:`quick_evaluate`) for ``task``: what a diverged record
+    fills with NaN."""
+    if quick:
+        keys = list(QUICK_METRICS) + (["retain_acc"] if retain else [])
+    else:
+        keys = ["forget_acc", "retain_acc", "test_acc", "test_forget_acc", *MIA_VARIANTS]
+        if reference:
+            keys.append("activation_distance")
+    return keys + [f"{CLASS_PREFIX}{name}" for name in task.data.classes]
 
 
 def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
@@ -248,6 +311,9 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
     activation distance. The MIAs use the full test split (forgotten class included), as their sources do.
     """
     out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device)
+    if not out.finite:
+        return diverged_record(_metric_keys(task, reference=reference is not None),
+                               reason="non-finite weights" if not out.weights_finite else "non-finite outputs")
     d = task.data
     y_f = d.y_train[torch.from_numpy(task.forget_idx)]
     y_r = d.y_train[torch.from_numpy(task.retain_idx)]
@@ -271,7 +337,7 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
     if reference is not None:
         ref = reference if isinstance(reference, Outputs) else task_outputs(reference, task, device=device)
         record["activation_distance"] = activation_distance(out.forget, ref.forget)
-    return record
+    return {**record, **FINITE}
 
 
 #: the metrics of :func:`quick_evaluate`
@@ -287,6 +353,9 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     The definitions are those of :func:`evaluate` (see ``METRIC_INFO``)."""
     d = task.data
     out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device, retain=retain)
+    if not out.finite:
+        return diverged_record(_metric_keys(task, reference=False, quick=True, retain=retain),
+                               reason="non-finite weights" if not out.weights_finite else "non-finite outputs")
     record = {
         "forget_acc": accuracy_from_logits(out.forget, d.y_train[torch.from_numpy(task.forget_idx)]),
         "test_acc": accuracy_from_logits(out.test_retain, d.y_test[torch.from_numpy(task.test_retain_idx)]),
@@ -296,7 +365,7 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
         record["retain_acc"] = accuracy_from_logits(out.retain, d.y_train[torch.from_numpy(task.retain_idx)])
     test_y = torch.cat([d.y_test[torch.from_numpy(task.test_retain_idx)], d.y_test[torch.from_numpy(task.test_forget_idx)]])
     record.update(class_accuracies(torch.cat([out.test_retain, out.test_forget]), test_y, d.classes))
-    return record
+    return {**record, **FINITE}
 
 
 def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "auto") -> float:
@@ -306,8 +375,10 @@ def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "aut
         raise ValueError(f"healed_accuracy needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
     c = task.corruption
     corrupt = np.asarray(c["corrupt_idx"])  # sorted; clean_labels follow the same order
-    return accuracy_from_logits(predict_logits(model, task.data, corrupt, split="train", device=device),
-                                torch.as_tensor(c["clean_labels"]))
+    logits = predict_logits(model, task.data, corrupt, split="train", device=device)
+    if not (parameters_finite(model) and outputs_finite(logits)):
+        return float("nan")  # diverged: never a score
+    return accuracy_from_logits(logits, torch.as_tensor(c["clean_labels"]))
 
 
 def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
@@ -319,8 +390,14 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     if task.kind != "corrupted":
         raise ValueError(f"corruption_metrics needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
     d, c = task.data, task.corruption
+    keys = ["healed", "target_acc", "utility", "utility_x_healed", "healed_test", "forget_acc", "test_acc",
+            *(f"{CLASS_PREFIX}{name}" for name in d.classes)]
+    if not parameters_finite(model):
+        return diverged_record(keys, reason="non-finite weights")
     healed = healed_accuracy(model, task, device=device)
     test_logits = predict_logits(model, d, None, split="test", device=device)
+    if np.isnan(healed) or not outputs_finite(test_logits):
+        return diverged_record(keys, reason="non-finite outputs")
     correct = (test_logits.argmax(1) == d.y_test).numpy()
     if c["kind"] == "label_swap":
         swapped = np.isin(d.y_test.numpy(), task.params["swap_classes"])
@@ -335,7 +412,9 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     target_acc = float(correct[d.y_test.numpy() == c["target_class"]].mean()) if c["kind"] == "trigger" \
         else float("nan")
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
-    return {"healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility,
+    if not outputs_finite(forget) or (c["kind"] == "trigger" and not outputs_finite(stamped)):
+        return diverged_record(keys, reason="non-finite outputs")
+    return {**FINITE, "healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility,
             "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
             "test_acc": float(correct.mean()), **class_accuracies(test_logits, d.y_test, d.classes)}

@@ -374,10 +374,13 @@ def _forward_all(model: nn.Module, loader: Iterator[tuple[torch.Tensor, torch.Te
 
 def accuracy(model: nn.Module, data: ImageData, indices=None, *, split: str = "test",
              device: str | torch.device = "auto") -> float:
-    """Fraction of correctly classified samples (sample-weighted; NaN for an empty index set)."""
+    """Fraction of correctly classified samples (sample-weighted; NaN for an empty index set, and NaN when the
+    model's outputs are not finite: a diverged model is never scored, see :mod:`unlearnlib.metrics`)."""
     if indices is not None and len(indices) == 0:
         return float("nan")
     logits = predict_logits(model, data, indices, split=split, device=device)
+    if not bool(torch.isfinite(logits).all()):
+        return float("nan")
     y = data.split(split)[1]
     y = y if indices is None else y[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
     return (logits.argmax(1) == y).float().mean().item()

@@ -115,6 +115,20 @@ def available_methods() -> list[str]:
     return sorted(REGISTRY)
 
 
+def report_divergence(model: nn.Module, step: int | None, reason: str = "non-finite loss") -> nn.Module:
+    """Mark ``model`` as diverged (in ``model.unlearn_info``: ``diverged=True``, the ``step`` and the ``reason``) and
+    return it. A step-loop method calls this at the first non-finite loss or output and stops there: its run is
+    then reported as diverged, never scored (see :mod:`unlearnlib.metrics`)."""
+    model.unlearn_info = {**getattr(model, "unlearn_info", {}), "diverged": True, "diverged_step": step,
+                          "diverged_reason": reason}
+    return model
+
+
+def not_finite(*tensors: torch.Tensor) -> bool:
+    """True when any of ``tensors`` holds a NaN or an infinity (the test a step loop makes on its loss/outputs)."""
+    return any(not bool(torch.isfinite(t).all()) for t in tensors)
+
+
 @dataclass
 class UnlearnResult:
     """The unlearned model, the wall-clock seconds of the call, and what the method reported about its run
@@ -138,6 +152,11 @@ def unlearn(name: str, model: nn.Module, task, *, seed: int = 0, device: str | t
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return UnlearnResult(new, seconds, dict(getattr(new, "unlearn_info", {})))
+
+
+def diverged(result: UnlearnResult) -> bool:
+    """Whether the method reported that its run diverged (:func:`report_divergence`)."""
+    return bool(result.info.get("diverged", False))
 
 
 from . import baselines  # noqa: E402,F401  (registers the baselines)
