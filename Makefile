@@ -2,7 +2,8 @@
 #   make book                         render the book from the committed, executed chapters -> _build/html
 #   make test                         unit tests + every chapter on smoke (foundations on paper-smoke) + book build
 #   make test-paper [CHAPTER=ssd]     every chapter (or one) on paper-smoke: the paper path's check (long on a CPU)
-#   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0]   re-execute chapters in place on a profile
+#   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0] [ALLOW_DIRTY=1]   re-execute chapters in place on a
+#                                     profile; refuses uncommitted code unless ALLOW_DIRTY=1 (which is recorded)
 #   make bench                        training/evaluation throughput here and each chapter's predicted paper time
 #   make student                      copies of the chapters without solutions -> _student/
 SHELL := /bin/bash
@@ -12,11 +13,12 @@ PROFILE ?= cpu
 CHAPTER ?=
 SEEDS ?=
 DEVICE ?= auto
+ALLOW_DIRTY ?=
 
 .PHONY: book test test-paper reproduce bench student clean help
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -40,7 +42,7 @@ test-paper: $(VENV)/.test-installed
 	UNLEARNLIB_PAPER_SMOKE=all $(PY) -m pytest tests/test_notebooks.py -k "paper_path$(if $(CHAPTER), and $(CHAPTER))"
 
 reproduce: $(VENV)/.test-installed
-	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(filter 1,$(ALLOW_DIRTY)),--allow-dirty)
 
 bench: $(VENV)/.test-installed
 	$(PY) -m unlearnlib.bench --device $(DEVICE)

@@ -13,6 +13,29 @@ from unlearnlib.training import Recipe, train_or_load
 
 TINY_RECIPE = Recipe(epochs=3, batch_size=64, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle")
 
+#: set to 1 on a machine that has a GPU (and in any CI job meant to check the GPU path): a test marked ``cuda`` then
+#: fails when torch sees no CUDA device, instead of being skipped, so the GPU path cannot pass by skipping
+REQUIRE_GPU_ENV = "UNLEARNLIB_REQUIRE_GPU"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"cuda: needs a CUDA GPU; skipped without one, a failure when "
+                                       f"{REQUIRE_GPU_ENV}=1")
+
+
+def pytest_runtest_setup(item):
+    """A ``cuda`` test on a machine where torch sees no CUDA device: skipped, or failed under ``REQUIRE_GPU_ENV``."""
+    if item.get_closest_marker("cuda") is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if os.environ.get(REQUIRE_GPU_ENV) == "1":
+        pytest.fail(f"needs a CUDA GPU, which {REQUIRE_GPU_ENV}=1 requires, but torch {torch.__version__} (CUDA "
+                    f"build: {torch.version.cuda}) sees none", pytrace=False)
+    pytest.skip(f"needs a CUDA GPU ({REQUIRE_GPU_ENV}=1 makes this a failure)")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_outputs(tmp_path_factory):

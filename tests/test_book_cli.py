@@ -54,8 +54,19 @@ def test_the_runs_page_lists_every_chapter_and_is_up_to_date():
     assert [r["chapter"] for r in rows] == [c.stem for c in toc_chapters()]
     for r in rows:
         assert r["profile"] in {"cpu", "paper"} and r["minutes"] > 0 and r["seeds"] != "–", r
-    committed = (REPO_ROOT / "chapters" / "runs.md").read_text()
-    assert committed == runs_page(rows), "regenerate: python -m unlearnlib.book runs --write chapters/runs.md"
+    committed, page = (REPO_ROOT / "chapters" / "runs.md").read_text(), runs_page(rows)
+    if _shallow_clone():  # the commits the chapters ran from are not fetched: what changed since cannot be listed
+        committed, page = (text.split(book.STALENESS_HEADING)[0] for text in (committed, page))
+    assert committed == page, ("regenerate (after `git add`, so that it lists what this commit changes): "
+                               "python -m unlearnlib.book runs --write chapters/runs.md")
+
+
+def _shallow_clone() -> bool:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO_ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    return out == "true"
 
 
 # -- reproduce: live progress, the partial file, --seeds, the paper prediction ------------------------------------

@@ -194,7 +194,7 @@ def test_quick_evaluate_agrees_with_evaluate(trained, class_task):
     full = metrics.evaluate(trained[0], class_task, device="cpu", svc_max_samples=200)
     quick = metrics.quick_evaluate(trained[0], class_task, device="cpu")
     per_class = [k for k in full if k.startswith(metrics.CLASS_PREFIX)]
-    assert quick == {k: full[k] for k in [*metrics.QUICK_METRICS, *per_class]}
+    assert quick == {k: full[k] for k in [*metrics.QUICK_METRICS, *per_class, *metrics.DIVERGENCE_FIELDS]}
 
 
 def test_every_restricted_class_gets_its_own_share_of_the_selection(trained, small_fashion):

@@ -1,7 +1,8 @@
 """The GPU switches: device-resident data, mixed precision, channels_last, REM's mask table on the device.
 
 Their logic is checked on the CPU (the ``meta`` device stands in for a GPU where only placement matters); the tests
-marked ``cuda`` run the real path and are skipped on a machine without one."""
+marked ``cuda`` run the real path and are skipped on a machine without one, unless ``UNLEARNLIB_REQUIRE_GPU=1``
+makes that a failure (see the last test)."""
 import gc
 
 import numpy as np
@@ -13,7 +14,8 @@ from unlearnlib.data import ImageData, resident
 from unlearnlib.models import build_model
 from unlearnlib.training import Recipe, autocast_dtype, batches, predict_logits, train_model
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+#: skipped without a CUDA GPU, a failure without one under UNLEARNLIB_REQUIRE_GPU=1 (tests/conftest.py)
+cuda = pytest.mark.cuda
 
 
 def _cifar_like(n: int = 512, seed: int = 0) -> ImageData:
@@ -140,3 +142,33 @@ def test_the_mask_table_lives_on_the_gpu_and_a_masked_forward_runs_there():
     assert all(m.table.is_cuda for m in model.masks)
     out = model(torch.zeros(4, 3, 32, 32, device="cuda"), torch.arange(4))
     assert out.is_cuda and out.shape == (4, 10)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# UNLEARNLIB_REQUIRE_GPU=1: no passing by skipping
+
+def test_require_gpu_turns_the_cuda_skip_into_a_failure(tmp_path):
+    """A generated ``cuda`` test, run by pytest with this suite's conftest on a machine made to see no GPU
+    (``CUDA_VISIBLE_DEVICES=""``): skipped by default, failed with ``UNLEARNLIB_REQUIRE_GPU=1``."""
+    import os
+    import subprocess
+    import sys
+
+    from unlearnlib.config import REPO_ROOT
+
+    (tmp_path / "test_needs_gpu.py").write_text("import pytest\n\n\n@pytest.mark.cuda\ndef test_needs_gpu():\n"
+                                                "    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+
+    def outcome(**env):
+        base = {k: v for k, v in os.environ.items() if k != "UNLEARNLIB_REQUIRE_GPU"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q",
+                               "-rs", "-c", str(tmp_path / "pytest.ini"), str(tmp_path / "test_needs_gpu.py")],
+                              cwd=REPO_ROOT, env={**base, "CUDA_VISIBLE_DEVICES": "", **env}, capture_output=True,
+                              text=True, timeout=300)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    code, out = outcome()
+    assert code == 0 and "1 skipped" in out and "UNLEARNLIB_REQUIRE_GPU=1 makes this a failure" in out, out
+    code, out = outcome(UNLEARNLIB_REQUIRE_GPU="1")
+    assert code == 1 and "1 error" in out and "sees none" in out, out  # failed in setup: the run fails

@@ -62,30 +62,41 @@ def test_finetune_keeps_retain_accuracy(trained, class_task):
     assert retain > retain0 - 0.03 and test > 0.7
 
 
-@pytest.mark.parametrize("name, hp", [("gradient_ascent", {"lr": 0.02, "epochs": 3}),
-                                      ("neggrad_plus", {"epochs": 2, "alpha": 0.9}),
-                                      ("random_labels", {"epochs": 2}),
-                                      ("salun", {"epochs": 2})])
-def test_forgetting_baselines_lower_forget_accuracy_and_keep_the_rest(trained, class_task, name, hp):
-    forget0, _, test0 = _acc(trained[0], class_task)
-    forget, _, test = _acc(unlearn(name, trained[0], class_task, device="cpu", **hp).model, class_task)
-    assert forget < forget0 - 0.3, f"{name} did not forget: {forget0:.2f} -> {forget:.2f}"
-    if name != "gradient_ascent":  # plain ascent is known to damage the rest; the others must not
-        # observed test-accuracy drops: neggrad_plus 0.04..0.13 over training seeds 0-2 (0.04..0.06 with initial
-        # weights perturbed by 1e-6, as another CPU's kernels would), random_labels <= 0.01. 0.15 was within 0.025 of
-        # seed 2; 0.25 leaves room and still fails a collapsed model (plain ascent here drops 0.71..0.73 to chance).
-        # salun is random_labels restricted to half of the weights.
-        assert test > test0 - 0.25, f"{name} damaged the other classes: {test0:.2f} -> {test:.2f}"
+# Measured on the fixture (original: forget 0.985, test 0.820; method seeds 0 and 1; the same on an original trained
+# with seed 1): every method's forget accuracy 0.00; test accuracy drops gradient_ascent (lr 0.006, 3 epochs: the
+# largest rate that does not collapse to chance; 0.02 gives test 0.11) 0.00..0.06, neggrad_plus 0.04..0.05 (0.13 on
+# training seed 2 in an earlier measurement), random_labels and salun <= 0.01. Bounds: forget below 0.15, and the test
+# accuracy within the method's tolerance of the original's. An unchanged model (forget 0.985) and a zeroed one (one
+# class for every image: test 0.10) both fail them (see _forgets_and_keeps_the_rest).
+FORGETTING_BASELINES = {"gradient_ascent": ({"lr": 0.006, "epochs": 3}, 0.15),
+                        "neggrad_plus": ({"epochs": 2, "alpha": 0.9}, 0.15),
+                        "random_labels": ({"epochs": 2}, 0.05),
+                        "salun": ({"epochs": 2}, 0.05)}
+
+
+def _forgets_and_keeps_the_rest(name: str, before: tuple, after: tuple, tolerance: float) -> None:
+    (forget0, _, test0), (forget, _, test) = before, after
+    assert forget < 0.15, f"{name} did not forget: {forget0:.2f} -> {forget:.2f}"
+    assert test > test0 - tolerance, f"{name} damaged the other classes: {test0:.2f} -> {test:.2f}"
+
+
+@pytest.mark.parametrize("name", sorted(FORGETTING_BASELINES))
+def test_forgetting_baselines_lower_forget_accuracy_and_keep_the_rest(trained, class_task, name):
+    hp, tolerance = FORGETTING_BASELINES[name]
+    after = _acc(unlearn(name, trained[0], class_task, device="cpu", **hp).model, class_task)
+    _forgets_and_keeps_the_rest(name, _acc(trained[0], class_task), after, tolerance)
 
 
 def test_salun_moves_only_the_salient_weights_apart_from_weight_decay(trained, class_task):
-    """The mask holds the requested share of the weights, chosen by the forget loss's gradient; with weight decay
-    off, every weight outside it keeps its value bit for bit, and some inside it move."""
+    """The mask holds the requested share of the live weights (those the forget loss has a gradient for), chosen by
+    that gradient; with weight decay off, every weight outside it keeps its value bit for bit, and some inside it
+    move."""
     from unlearnlib.methods.baselines import saliency_mask
 
     model = trained[0]
     mask = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=0.3, device="cpu")
-    share = float(sum(m.sum() for m in mask.values()) / sum(m.numel() for m in mask.values()))
+    live = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=1.0, device="cpu")
+    share = float(sum(m.sum() for m in mask.values()) / sum(m.sum() for m in live.values()))
     assert abs(share - 0.3) < 0.01
     out = unlearn("salun", model, class_task, device="cpu", sparsity=0.3, epochs=1, weight_decay=0.0)
     before, after = dict(model.named_parameters()), dict(out.model.named_parameters())
@@ -116,8 +127,12 @@ def test_salun_never_selects_a_weight_whose_gradient_is_zero(trained, class_task
     model = WithDeadWeights(copy.deepcopy(trained[0]))
     mask = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=0.5, device="cpu")
     assert mask["unused.weight"].sum() == 0 and mask["unused.bias"].sum() == 0
-    live = [m for n, m in mask.items() if not n.startswith("unused")]
-    assert 0 < sum(float(m.sum()) for m in live) <= sum(m.numel() for m in live)
+    # half of the weights that have a gradient (ranked among those only), not every one of them: with the threshold
+    # at 0 the old mask held all ~0.1 M live weights
+    live = saliency_mask(model, class_task.data, class_task.forget_idx, sparsity=1.0, device="cpu")
+    n_live = sum(float(m.sum()) for m in live.values())
+    assert n_live < 0.5 * sum(m.numel() for m in live.values())          # the dead layer is most of the weights
+    assert abs(sum(float(m.sum()) for m in mask.values()) / n_live - 0.5) < 0.01
 
 
 def test_same_seed_same_unlearning(trained, class_task):

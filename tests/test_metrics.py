@@ -62,8 +62,9 @@ def test_evaluate_returns_every_metric_in_range(trained, class_task):
     assert list(per_class) == class_task.data.classes and all(0 <= v <= 1 for v in per_class.values())
     expected = {"forget_acc", "retain_acc", "test_acc", "test_forget_acc", *metrics.MIA_VARIANTS,
                 "activation_distance", *(f"test_acc/{c}" for c in class_task.data.classes)}
-    assert expected == set(rec)
-    assert all(metrics.is_metric(k) for k in rec)
+    assert expected | set(metrics.DIVERGENCE_FIELDS) == set(rec)
+    assert rec["diverged"] is False and rec["diverged_step"] is None
+    assert all(metrics.is_metric(k) for k in rec if k not in metrics.DIVERGENCE_FIELDS)
     for k, v in rec.items():
         assert 0 <= v <= (2 ** 0.5 if k == "activation_distance" else 1), k
     assert rec["forget_acc"] > 0.8  # the original model still knows the class

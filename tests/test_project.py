@@ -46,7 +46,9 @@ def test_book_renders_committed_outputs_and_ci_calls_make_test():
 
 def test_core_never_imports_a_method():
     for path in (REPO_ROOT / "unlearnlib").glob("*.py"):
-        if path.name in ("experiment.py",):  # the experiment loop is the one place that calls the registry
+        # the experiment loop is the one place that calls the registry; provenance only reads it, to find the
+        # module whose code a method runs (its fingerprint), and never runs a method
+        if path.name in ("experiment.py", "provenance.py"):
             continue
         assert "from .methods" not in path.read_text(), path.name
 

@@ -93,7 +93,8 @@ def _poisoned(data):
 
 def test_tuning_chooses_on_validation_data_and_never_reads_the_test_split(small_fashion, class_task, tuning_request):
     result = tune(tuning_request, _profile(), GRIDS, seed=1, reported=[class_task], device="cpu", progress=False)
-    assert len(result.records) == 4 and all("val_acc" in r and "test_acc" not in r for r in result.records)
+    grid = [r for r in result.records if r["extension"] == 0]  # then the grids' edges are extended (test_tuning_integrity)
+    assert len(grid) == 4 and all("val_acc" in r and "test_acc" not in r for r in result.records)
     useless = next(r for r in result.records if '"lr": 1e-07' in r["hparams"])
     assert useless["retrain_gap"] > 0.5  # a step this small forgets nothing of the tuning class
     assert result.chosen["gradient_ascent"] == {"lr": 0.02, "epochs": 3}
@@ -105,7 +106,8 @@ def test_tuning_chooses_on_validation_data_and_never_reads_the_test_split(small_
         assert (a["hparams"], a["forget_acc"], a["val_acc"], a["retrain_gap"]) == \
             (b["hparams"], b["forget_acc"], b["val_acc"], b["retrain_gap"])
     cfg = result.config
-    assert cfg["seed"] == 1 and cfg["budget"] == 2 and cfg["reported_seeds"] == [0]
+    assert cfg["seed"] == 1 and cfg["seeds"] == [1] and cfg["budget"] == 2 and cfg["reported_seeds"] == [0]
+    assert cfg["records"] == result.records  # every record, extensions included, goes into a results file
     assert "Pullover" in cfg["request"] and cfg["chosen"] == result.chosen and cfg["grids"]["random_labels"]
 
 
@@ -204,11 +206,19 @@ def test_tuning_under_a_sample_budget_scores_forgetting_on_validation_images(cla
         seen.append(len(view.data.y_train))
         return view
 
-    result = tune(tuning_request, _profile(), {"random_labels": [{"epochs": 1}]}, seed=1, reported=[class_task],
-                  view=budget, device="cpu", progress=False)
+    grid = {"random_labels": [{"epochs": 3, "lr": 1e-7}, {"epochs": 3, "lr": 0.01}]}
+    result = tune(tuning_request, _profile(), grid, seed=1, reported=[class_task], view=budget, extensions=0,
+                  device="cpu", progress=False)
     assert seen == [5 * 10] and result.config["view"] == 5
     assert "val_forget_acc" in result.config["selection"]
-    assert 0 <= result.records[0]["retrain_gap"] <= 2
+    ref = result.config["reference"]
+    for r in result.records:  # the score reads the forgotten class's validation images, not D_f beyond the budget
+        assert r["retrain_gap"] == pytest.approx(abs(r["val_forget_acc"] - ref["val_forget_acc"])
+                                                 + abs(r["val_acc"] - ref["val_acc"]))
+    idle, active = result.records
+    assert result.chosen == {"random_labels": {"epochs": 3, "lr": 0.01}}
+    assert active["retrain_gap"] == min(r["retrain_gap"] for r in result.records) < idle["retrain_gap"]
+    assert active["val_forget_acc"] < idle["val_forget_acc"]  # it forgets the class on images it never saw
 
 
 def test_one_method_can_be_tuned_under_two_labels(class_task, tuning_request):

@@ -151,15 +151,93 @@ def test_unlearning_is_reproducible_for_a_seed(method, hp, class_task, trained):
     assert torch.equal(_weights(a), _weights(b)), f"{method} gave different weights for the same seed"
 
 
-def test_a_diverged_model_is_scored_as_broken_with_a_warning_instead_of_crashing(class_task, trained):
-    from unlearnlib.metrics import evaluate
+class _NaNOutputs(torch.nn.Module):
+    """A model whose weights are finite but whose outputs are NaN for every image (as after an overflow inside)."""
 
-    broken, _ = trained
-    broken = __import__("copy").deepcopy(broken)
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) * float("nan")
+
+
+def _nan_weights(model):
+    broken = __import__("copy").deepcopy(model)
     with torch.no_grad():
         for p in broken.parameters():
             p.fill_(float("nan"))
-    with pytest.warns(RuntimeWarning, match="diverged"):
-        rec = evaluate(broken, class_task, device="cpu")
-    assert all(np.isfinite(v) for v in rec.values())
-    assert rec["test_acc"] < 0.2  # no better than guessing
+    return broken
+
+
+@pytest.mark.parametrize("how", ["weights", "outputs"])
+def test_a_diverged_model_is_a_diverged_record_never_a_score(how, class_task, trained):
+    """NaN logits turned into numbers predict class 0 and score like a (bad) model; a diverged model must instead
+    give NaN in every metric and diverged=True, in every evaluation path."""
+    from unlearnlib.metrics import evaluate, is_diverged, quick_evaluate, validation_evaluate
+
+    original, retrain = trained
+    broken = _nan_weights(original) if how == "weights" else _NaNOutputs(original)
+    for rec in (evaluate(broken, class_task, reference=retrain, device="cpu"),
+                quick_evaluate(broken, class_task, device="cpu", retain=True),
+                validation_evaluate(broken, class_task, device="cpu")):
+        assert is_diverged(rec) and rec["diverged_step"] is None
+        metrics = {k: v for k, v in rec.items() if not k.startswith("diverged")}
+        assert metrics and all(np.isnan(v) for v in metrics.values()), metrics
+    fine = evaluate(original, class_task, reference=retrain, device="cpu")
+    assert not is_diverged(fine) and set(fine) == set(evaluate(broken, class_task, reference=retrain, device="cpu"))
+
+
+def test_a_method_that_reports_divergence_gives_a_diverged_record_with_its_step(class_task, trained, monkeypatch):
+    """run_methods scores nothing for a run the method itself stopped at a non-finite loss, even if the weights it
+    returned are still finite."""
+    from unlearnlib import experiment, methods
+    from unlearnlib.profiles import get_profile
+
+    original, retrain = trained
+    refs = experiment.References(experiment.TrainedModel(original, 1.0, {}, True, "o"),
+                                 experiment.TrainedModel(retrain, 2.0, {}, True, "r"))
+    monkeypatch.setattr(experiment, "reference_models", lambda *a, **k: refs)
+
+    @methods.register("_diverges_at_7")
+    def _diverges(model, task, *, seed=0, device="cpu"):
+        return methods.report_divergence(model, 7, "non-finite loss")
+
+    try:
+        recs = experiment.run_methods(class_task, get_profile("smoke"), {"_diverges_at_7": {}, "original": {}},
+                                      seeds=[0], device="cpu", progress=False)
+        chain = experiment.run_continual([tasks.instances(class_task.data, class_task.forget_idx[i:i + 4])
+                                          for i in (0, 4, 8)], get_profile("smoke"), {"_diverges_at_7": {}},
+                                         seed=0, device="cpu", progress=False)
+    finally:
+        methods.REGISTRY.pop("_diverges_at_7")
+    bad, good = recs
+    assert bad["diverged"] is True and bad["diverged_step"] == 7
+    assert np.isnan(bad["forget_acc"]) and np.isnan(bad["test_acc"]) and np.isnan(bad["mia_loss_lr"])
+    assert good["diverged"] is False and np.isfinite(good["test_acc"])
+    # before the first request the original is scored; from the request that diverged on, nothing is
+    assert [r.get("diverged", False) for r in chain] == [False, True, True, True]
+    assert all(np.isnan(r["test_acc"]) and np.isnan(r["request_acc"]) for r in chain[1:])
+
+
+def test_no_scored_path_converts_non_finite_values():
+    """nan_to_num hides divergence; the library must never use it."""
+    from unlearnlib.config import REPO_ROOT
+
+    users = [p.name for p in (REPO_ROOT / "unlearnlib").rglob("*.py") if "nan_to_num" in p.read_text()]
+    assert not users, f"nan_to_num in {users}"
+
+
+@pytest.mark.parametrize("corruption", ["trigger", "label_swap"])
+def test_corruption_metrics_give_a_diverged_record_for_a_non_finite_model(corruption, small_fashion, trained):
+    """REM's metrics follow the same rule: Healed and Utility of a model with NaN outputs are NaN, never the share
+    of class-0 images."""
+    from unlearnlib.metrics import corruption_metrics, healed_accuracy, is_diverged
+
+    original, _ = trained
+    task = tasks.corrupted(small_fashion, corruption, n_corrupt=30, discovery_rate=0.5, seed=0)
+    rec = corruption_metrics(_NaNOutputs(original), task, device="cpu")
+    assert is_diverged(rec) and np.isnan(rec["healed"]) and np.isnan(rec["utility_x_healed"])
+    assert np.isnan(healed_accuracy(_nan_weights(original), task, device="cpu"))
+    fine = corruption_metrics(original, task, device="cpu")
+    assert not is_diverged(fine) and set(fine) == set(rec)

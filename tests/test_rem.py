@@ -134,9 +134,22 @@ def test_rem_refuses_a_model_without_extra_capacity(trigger_task, trained):
 
 
 def test_npo_removes_the_discovered_samples_and_stops_at_its_threshold(trigger_task, backdoored):
+    """The stopping rule: passes continue while the accuracy on D_f is above stop_acc (0.2), so a run that stops
+    before its cap (10) ends on the first pass at or below 0.2, and one pass fewer is still above it."""
+    from unlearnlib.methods import REGISTRY as _REGISTRY
+    from unlearnlib.training import accuracy
+
+    cap, stop = _REGISTRY["npo"].hyperparameters["epochs"], _REGISTRY["npo"].hyperparameters["stop_acc"]
     result = unlearn("npo", backdoored, trigger_task, seed=0, device="cpu", lr=0.02)
     after = corruption_metrics(result.model, trigger_task, device="cpu")
-    assert after["forget_acc"] <= 0.2 and 1 <= result.info["epochs"] < 100
+    passes = result.info["epochs"]
+    assert after["forget_acc"] <= stop and 1 <= passes < cap, "it must stop by its rule, before the cap"
+    forget_acc = lambda n: accuracy(unlearn("npo", backdoored, trigger_task, seed=0, device="cpu", lr=0.02,  # noqa
+                                            epochs=n, select="last").model, trigger_task.data,
+                                    trigger_task.forget_idx, split="train", device="cpu")
+    assert forget_acc(passes) <= stop
+    if passes > 1:
+        assert forget_acc(passes - 1) > stop, "it made a pass the rule did not call for"
 
 
 def test_npo_makes_one_pass_at_least_and_keeps_the_pass_the_proxy_prefers(trigger_task, backdoored):
@@ -232,9 +245,10 @@ def test_corrupted_tuning_scores_validation_times_healed_and_refuses_reported_re
     grids = {"npo": [{"lr": 1e-7, "epochs": 1}, {"lr": 0.05, "epochs": 3}],
              "suppress_target": [{}, {"value": -1e4}]}
     result = tune_corrupted([request], profile, grids, seed=7, reported=[reported], device="cpu", progress=False)
-    assert len(result.records) == 4 and all("test_acc" not in r for r in result.records)
-    assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"]) for r in result.records)
-    tiny, real = (r for r in result.records if r["method"] == "npo")
+    grid_records = [r for r in result.records if r["extension"] == 0]  # the grid; extensions come after it
+    assert len(grid_records) == 4 and all("test_acc" not in r for r in result.records)
+    assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"]) for r in result.records if "score" in r)
+    tiny, real = (r for r in grid_records if r["method"] == "npo")
     assert real["healed"] > tiny["healed"]  # a step of 1e-7 heals nothing; 3 passes at 0.05 heal the found half
     assert result.chosen["npo"] == {"lr": 0.05, "epochs": 3}
     assert result.config["budget"] == 2 and result.config["seed"] == 7

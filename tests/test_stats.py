@@ -50,7 +50,7 @@ def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
 def test_bootstrap_ranks_are_certain_only_for_a_method_that_wins_on_every_seed():
     df = _runs({"best": [0.1, 0.2, 0.1, 0.15, 0.1], "mid": [0.5, 0.4, 0.6, 0.5, 0.55],
                 "noisy": [0.45, 0.7, 0.3, 0.9, 0.35]})
-    ranks = stats.bootstrap_ranks(df, "gap", lower_is_better=True, n_boot=500)
+    ranks = stats.bootstrap_ranks(df, "gap", lower_is_better=True, n_boot=500, min_seeds=5)  # asks for the bootstrap
     assert ranks.index[0] == "best" and ranks.loc["best", "P(first)"] == 1.0
     assert ranks.loc["mid", "rank low"] == 2 and ranks.loc["mid", "rank high"] == 3  # mid and noisy swap places
     assert 0 < ranks.loc["noisy", "mean rank"] - 2 < 1

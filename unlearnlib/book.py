@@ -1,6 +1,7 @@
 """Running the book's chapters: list them from ``_toc.yml`` and execute them through papermill on a profile.
 
-    python -m unlearnlib.book reproduce --profile cpu [--chapter foundations] [--seeds 0,1]   # `make reproduce`
+    python -m unlearnlib.book reproduce --profile cpu [--chapter foundations] [--seeds 0,1] [--allow-dirty]
+                                                                                 # `make reproduce [ALLOW_DIRTY=1]`
     python -m unlearnlib.book list
     python -m unlearnlib.book student [--output _student]                        # what `make student` calls
     python -m unlearnlib.book runs --write chapters/runs.md                      # the page of how results were made
@@ -11,6 +12,12 @@ the injected parameters cell, tagged ``remove-cell`` so that the page shows only
 failed or interrupted one leaves the chapter as it was and keeps the partial file to look at (the next run overwrites
 it). The chapter itself writes ``results/<chapter>/<profile>.json``. On the
 ``paper`` profile the predicted time (:mod:`unlearnlib.bench`) is printed first.
+
+A run must be a measurement of committed code: ``reproduce`` refuses a tree with uncommitted changes to
+``unlearnlib/``, ``pyproject.toml`` or a chapter's code cells (:func:`unlearnlib.provenance.uncommitted_code`).
+``--allow-dirty`` overrides it, and says so where readers look: the commit carries ``+dirty``, the results file's
+environment holds ``allow_dirty`` and the uncommitted files, the chapter's metadata holds the same (``unlearnlib_run``),
+and the runs page marks the chapter.
 """
 from __future__ import annotations
 
@@ -18,12 +25,14 @@ import argparse
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from .config import REPO_ROOT
+from .provenance import commit_of
 
 
 def show_source(obj) -> "IPython.display.Markdown":
@@ -133,15 +142,19 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _edit_cells(path: Path, edit: Callable[[dict], int]) -> int:
+def _edit_cells(path: Path, edit: Callable[[dict], int], metadata: dict | None = None) -> int:
     """Apply ``edit`` (which changes one cell in place and returns how many things it changed) to every cell of the
-    notebook at ``path``; write it back atomically when anything changed. Returns the total count."""
+    notebook at ``path``, and merge ``metadata`` into the notebook's; write it back atomically when anything
+    changed. Returns the total count."""
     import json
 
     from . import _io
 
     nb = json.loads(path.read_text())
     changed = sum(edit(cell) for cell in nb["cells"])
+    if metadata:
+        nb.setdefault("metadata", {}).update(metadata)
+        changed += 1
     if changed:
         _io.atomic_write(path, lambda f: f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n"), mode="w")
     return changed
@@ -179,10 +192,16 @@ def hide_injected_parameters(path: Path) -> int:
     return _edit_cells(path, _remove_injected)
 
 
-def _finish_for_book(path: Path) -> None:
+def _finish_for_book(path: Path, run: dict | None = None) -> None:
     """What a successful run's notebook gets before it becomes the chapter: no stderr, no injected parameters cell
-    on the page. One read and one write."""
-    _edit_cells(path, lambda cell: _drop_stderr(cell) + _remove_injected(cell))
+    on the page, and ``run`` (the commit, the uncommitted files, ``allow_dirty``) as ``metadata.unlearnlib_run``.
+    One read and one write."""
+    _edit_cells(path, lambda cell: _drop_stderr(cell) + _remove_injected(cell),
+                metadata={RUN_METADATA: run} if run is not None else None)
+
+
+#: the notebook metadata key where ``reproduce`` records the state of the tree a chapter ran from
+RUN_METADATA = "unlearnlib_run"
 
 
 SOLUTION_START, SOLUTION_END = "{solution-start}", "{solution-end}"
@@ -245,12 +264,16 @@ def write_student_copies(output: Path, chapters: list[Path] | None = None) -> li
 
 def run_summary(chapters: list[Path] | None = None) -> list[dict]:
     """Per chapter: the profile, hardware, seeds, run time, date and commit behind its committed outputs, read from
-    the notebook's papermill metadata and the results file it wrote (nothing typed by hand)."""
+    the notebook's papermill metadata and the results file it wrote (nothing typed by hand); whether that run's
+    code was uncommitted (``dirty``: ``+dirty`` in the commit, or ``allow_dirty`` in the results or the chapter's
+    metadata) and which library files changed since its commit (``stale``: a list, empty when none, None when the
+    commit is not in this repository's history)."""
     import re
 
     import nbformat
 
     from ._io import read_json
+    from .provenance import library_changes_since
 
     rows = []
     for chapter in chapters if chapters is not None else toc_chapters():
@@ -267,12 +290,17 @@ def run_summary(chapters: list[Path] | None = None) -> list[dict]:
                                                                    if isinstance(r.get("seed"), int)})
         title = next((m.group(1) for c in nb.cells if c.cell_type == "markdown"
                       for m in [re.match(r"#\s+(.+)", c.source)] if m), chapter.stem)
+        commit = env.get("commit", "–")
+        run = nb.metadata.get(RUN_METADATA, {})
+        allow_dirty = bool(env.get("allow_dirty") or run.get("allow_dirty"))
         rows.append({"chapter": chapter.stem, "title": title, "profile": profile,
                      "hardware": hw.get("gpu") or f"{hw.get('processor', '?')} CPU, {hw.get('cpu_count', '?')} cores",
                      "seeds": ", ".join(map(str, seeds)) or "–",
                      "minutes": round(meta.get("duration", float("nan")) / 60, 1),
-                     "executed": (meta.get("start_time") or "")[:10], "commit": env.get("commit", "–"),
-                     "torch": env.get("versions", {}).get("torch", "–")})
+                     "executed": (meta.get("start_time") or "")[:10], "commit": commit,
+                     "torch": env.get("versions", {}).get("torch", "–"),
+                     "dirty": str(commit).endswith("+dirty") or allow_dirty, "allow_dirty": allow_dirty,
+                     "stale": library_changes_since(commit, root=REPO_ROOT) if commit_of(commit) else None})
     return rows
 
 
@@ -281,8 +309,8 @@ def runs_page(rows: list[dict]) -> str:
     lines = ["# How the committed results were made", "",
              "Every number in this book comes from a chapter executed top to bottom by `make reproduce`. This page",
              "lists, for each chapter, the profile it ran on, the hardware, the seeds, how long the whole chapter",
-             "took, when it ran and from which commit (`+dirty`: with uncommitted changes to files other than the",
-             "chapters and results). It is generated from the notebooks' execution records and the results files by",
+             "took, when it ran and from which commit (`+dirty`: with uncommitted changes to the library or to a",
+             "chapter's code cells). It is generated from the notebooks' execution records and the results files by",
              "`python -m unlearnlib.book runs --write chapters/runs.md`; a test fails when it is out of date.", "",
              "| chapter | profile | hardware | seeds | run time (min) | executed | commit | torch |",
              "|---|---|---|---|---|---|---|---|"]
@@ -293,8 +321,32 @@ def runs_page(rows: list[dict]) -> str:
               "committed."]
     if all(r["profile"] != "paper" for r in rows):
         lines.append("No chapter has been run on the `paper` profile (GPU) yet.")
+    lines += ["", STALENESS_HEADING, "",
+              "A chapter's numbers measure the code of the commit it ran from. *Uncommitted code*: the run had",
+              "uncommitted changes to the library or to a chapter's code cells (`make reproduce` refuses that unless",
+              "run with `ALLOW_DIRTY=1`, which is recorded). *Library changed since*: the files of `unlearnlib/` and",
+              "`pyproject.toml` that differ now from that commit; the chapter's numbers may not be what this code",
+              "gives until it is re-executed.", "",
+              "| chapter | ran from | uncommitted code | library changed since |", "|---|---|---|---|"]
+    for r in rows:
+        dirty = ("yes, with `--allow-dirty`" if r["allow_dirty"] else "yes") if r["dirty"] else "no"
+        lines.append(f"| [{r['title']}]({r['chapter']}.ipynb) | `{commit_of(r['commit']) or r['commit']}` | {dirty} | "
+                     f"{_stale_text(r['stale'])} |")
     lines.append("")
     return "\n".join(lines)
+
+
+#: the heading of the runs page's section that depends on the repository's history (see :func:`runs_page`)
+STALENESS_HEADING = "## Is each run current?"
+
+
+def _stale_text(stale: list[str] | None) -> str:
+    """The runs page's cell for :func:`run_summary`'s ``stale``."""
+    if stale is None:
+        return "unknown: the commit is not in this repository's history"
+    if not stale:
+        return "nothing"
+    return f"{len(stale)} files: " + ", ".join(f"`{f.removeprefix('unlearnlib/')}`" for f in stale)
 
 
 def _profile_names() -> list[str]:
@@ -304,10 +356,12 @@ def _profile_names() -> list[str]:
     return list(PROFILES)
 
 
-def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extra: dict | None = None) -> Path:
+def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extra: dict | None = None,
+                      run: dict | None = None) -> Path:
     """Execute ``chapter`` live into ``.<name>.running.ipynb`` next to it and replace the chapter with it only when
-    the run succeeded (stderr stripped). A failed or interrupted run leaves the chapter untouched and keeps the
-    partial file, saved after every cell that ran, and says where it is; a new run overwrites it."""
+    the run succeeded (stderr stripped, ``run`` recorded in its metadata: see :func:`_finish_for_book`). A failed or
+    interrupted run leaves the chapter untouched and keeps the partial file, saved after every cell that ran, and
+    says where it is; a new run overwrites it."""
     start = time.perf_counter()
     print(f"executing {_shown(chapter)} on profile {profile} ...", flush=True)
     partial = chapter.with_name(f".{chapter.stem}.running.ipynb")
@@ -320,7 +374,7 @@ def reproduce_chapter(chapter: Path, *, profile: str, device: str = "auto", extr
                   f"unchanged; the partial run (the outputs of every cell that ran, the error included) is kept in "
                   f"{_shown(partial)}", file=sys.stderr, flush=True)
         raise
-    _finish_for_book(partial)
+    _finish_for_book(partial, run)
     os.replace(partial, chapter)
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
     return chapter
@@ -361,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--device", default="auto")
     rep.add_argument("--seeds", type=parse_seeds, help="reported seeds, e.g. 0 or 0,1 (default: the chapter's own); "
                      "injected as SEEDS")
+    rep.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes to unlearnlib/, "
+                     "pyproject.toml or a chapter's code cells (recorded in the results and on the runs page)")
     stu = sub.add_parser("student", help="write the chapters with their solutions removed (for coursework)")
     stu.add_argument("--output", default=str(REPO_ROOT / "_student"))
     runs = sub.add_parser("runs", help="print (or --write) the page listing how each chapter's outputs were made")
@@ -388,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         if not chapters:
             print(f"no chapter named {args.chapter!r} in _toc.yml", file=sys.stderr)
             return 2
+    run = check_committed(allow_dirty=args.allow_dirty)
+    if run is None:
+        return 2
     from .profiles import get_profile
 
     if get_profile(args.profile).quick:  # a code check (smoke, paper-smoke)
@@ -396,9 +455,53 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile == "paper":
         print_prediction([c.stem for c in chapters], device=args.device, seeds=args.seeds)
     extra = {"SEEDS": args.seeds} if args.seeds is not None else None
-    for chapter in chapters:
-        reproduce_chapter(chapter, profile=args.profile, device=args.device, extra=extra)
+    with _allow_dirty_env(run["allow_dirty"]):
+        for chapter in chapters:
+            reproduce_chapter(chapter, profile=args.profile, device=args.device, extra=extra, run=run)
     return 0
+
+
+def check_committed(*, allow_dirty: bool = False) -> dict | None:
+    """The state of the tree a reproduction would run from, as recorded in each chapter's metadata: ``commit``,
+    ``uncommitted`` (the files whose changes are not committed) and ``allow_dirty``. None, with the reason on stderr,
+    when the code has uncommitted changes and ``allow_dirty`` is not given: numbers must come from committed code."""
+    from .provenance import uncommitted_code
+
+    dirty = uncommitted_code(root=REPO_ROOT)
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=10).stdout.strip() if dirty is not None else ""
+    if dirty is None:
+        print("warning: not a git repository: the runs' commit is recorded as unknown", file=sys.stderr)
+    elif dirty and not allow_dirty:
+        shown = "\n".join(f"  {path}" for path in dirty)
+        print(f"refusing to reproduce: uncommitted changes to the code the chapters run (the library, pyproject.toml "
+              f"or a chapter's code cells):\n{shown}\nCommit them first, so that every number names the code that "
+              f"made it, or run with --allow-dirty (make reproduce ALLOW_DIRTY=1), which is recorded in the results "
+              f"and on the runs page.", file=sys.stderr)
+        return None
+    elif dirty:
+        print(f"warning: --allow-dirty: running with {len(dirty)} uncommitted file(s); the results and the runs page "
+              f"will say so", file=sys.stderr)
+    commit = (head + ("+dirty" if dirty else "")) if head else "unknown"
+    return {"commit": commit, "uncommitted": dirty or [], "allow_dirty": bool(dirty) and allow_dirty}
+
+
+@contextlib.contextmanager
+def _allow_dirty_env(enabled: bool):
+    """While active (and ``enabled``), the chapters' kernels see ``UNLEARNLIB_ALLOW_DIRTY=1`` and record it in their
+    results' environment (:func:`unlearnlib.results.environment`); restored afterwards."""
+    from .provenance import ALLOW_DIRTY_ENV
+
+    before = os.environ.get(ALLOW_DIRTY_ENV)
+    if enabled:
+        os.environ[ALLOW_DIRTY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ALLOW_DIRTY_ENV, None)
+        else:
+            os.environ[ALLOW_DIRTY_ENV] = before
 
 
 if __name__ == "__main__":

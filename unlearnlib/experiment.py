@@ -23,9 +23,11 @@ import numpy as np
 from ._progress import tqdm
 
 from .methods import unlearn
-from .metrics import (Outputs, diverged_record, evaluate, quick_evaluate, retrain_gap, task_outputs,
-                      validation_evaluate)
+from .metrics import (QUICK_METRICS, Outputs, diverged_record, evaluate, quick_evaluate, retrain_gap,
+                      task_outputs, validation_evaluate)
+from .metrics import FINITE, is_diverged  # (tuning: what a finite record holds, and the divergence flag)
 from .profiles import Profile
+from .provenance import tuning_fingerprints
 from .tasks import ForgetTask, draw_per_class, few_shot as tasks_few_shot
 from .training import TrainedModel, accuracy, train_or_load
 
@@ -189,7 +191,8 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
     After every request (and once before the first, ``request`` 0) the record holds the accuracy on everything
     forgotten so far (``forget_acc``), on the latest request (``request_acc``), on the test set (``test_acc``) and,
     with ``retain=True``, on the training samples not forgotten so far (``retain_acc``), plus the seconds of that
-    request and what the method reported (e.g. its steps).
+    request and what the method reported (e.g. its steps). A method that reports divergence serves no later request:
+    that request's record and every later one are diverged (NaN metrics), never scored.
     """
     from .tasks import instances
 
@@ -200,15 +203,27 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
     records = []
     for label, spec in tqdm(list(methods.items()), desc="continual unlearning", disable=not progress, leave=False):
         setting = _resolve(label, spec)
-        model, forgotten = refs.original.model, np.array([], np.int64)
+        model, forgotten, stopped = refs.original.model, np.array([], np.int64), None
         for j, request in enumerate([None, *requests]):
             seconds, info = 0.0, {}
             if request is not None:
-                result = unlearn(setting.method, model, request, seed=seed * 1000 + j, device=device,
-                                 **setting.hparams)
-                model, seconds, info = result.model, result.seconds, result.info
                 forgotten = np.concatenate([forgotten, request.forget_idx])
+                if stopped is None:
+                    result = unlearn(setting.method, model, request, seed=seed * 1000 + j, device=device,
+                                     **setting.hparams)
+                    model, seconds, info = result.model, result.seconds, result.info
+                    if info.get("diverged"):
+                        stopped = {**info, "request": j}
             so_far = instances(data, forgotten if len(forgotten) else requests[0].forget_idx)
+            if stopped is not None:  # a diverged model serves no later request and is never scored
+                keys = [*QUICK_METRICS, *(["retain_acc"] if retain else []), "request_acc"]
+                rec = diverged_record(keys, step=stopped.get("diverged_step"),
+                                      reason=f"{stopped.get('diverged_reason', 'non-finite loss')} at request "
+                                             f"{stopped['request']}")
+                records.append({"method": label, "algorithm": setting.method, "seed": seed, "request": j,
+                                "forgotten": len(forgotten), **rec, "seconds": seconds, **info,
+                                "hparams": json.dumps(dict(setting.hparams), default=str)})
+                continue
             rec = quick_evaluate(model, so_far, device=device, retain=retain)
             if request is None:  # nothing forgotten yet: report the first request's accuracy as a baseline
                 rec["forget_acc"] = float("nan")
@@ -227,8 +242,10 @@ class ProtocolError(ValueError):
 
 @dataclass
 class Tuning:
-    """What :func:`tune` did: one record per setting tried (scored on the validation split), the setting chosen
-    for each method, and ``config``, the facts a results file must record (request, seed, budget, grids, choice)."""
+    """What :func:`tune` did: one record per run of a setting (per tuning seed, and per request for
+    :func:`tune_corrupted`; grid extensions included), the setting chosen for each method, and ``config``, the facts
+    a results file must record (request, seeds, budget, grids, choice, ties, diverged settings, extensions, choices
+    still on an edge, and every record), so that a chapter that saves ``config`` saves them all."""
 
     records: list[dict]
     chosen: dict[str, dict]
@@ -261,6 +278,250 @@ def _cap_note(profile: Profile) -> dict:
     return {"grid_cap": profile.grid_cap} if profile.grid_cap else {}
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Choosing among settings: several tuning seeds, diverged settings left out, ties within the score's resolution,
+# grids extended past an edge. Shared by tune, tune_few_shot and tune_corrupted.
+
+#: how a tuning run breaks ties (its config repeats it): machine-independent, never by measured seconds
+TIE_RULE = ("settings whose mean scores differ by less than the score's resolution (one image on each scored set) "
+            "are tied; the cheapest of them wins: the fewest passes (the sum of the pass hyperparameters "
+            "methods.PASS_HYPERPARAMETERS, as given or the method's default), then the first tried (grid order; "
+            "extensions come after the grid). Measured seconds are never used: they differ between machines")
+
+#: how a grid is extended past an edge (its config repeats it)
+EXTENSION_RULE = ("when a method's choice sits at the smallest or largest value tried on a numeric axis of its grid "
+                  "(a hyperparameter that varies across the grid), that value is moved one step past the edge and "
+                  "scored again: positive values by the ratio to their neighbour (log spacing; integers rounded, at "
+                  "least 1; a share, SHARE_HYPERPARAMETERS, that would reach 1 steps in log(1 - x) instead), "
+                  "others by the difference to their neighbour (never across 0). Every method gets the same number of rounds; a "
+                  "value the method refuses (ValueError) ends that direction. A choice still on an extendable edge "
+                  "after the last round is listed in on_edge")
+
+
+#: hyperparameters that are shares in (0, 1) (a weight or a fraction; by method, "*" for every method): a grid is
+#: extended towards 1 in log(1 - x) steps, e.g. NegGrad+'s alpha 0.99, 0.995 -> 0.9975 (a learning rate below 1 is not
+#: a share: it is extended by its ratio, past 1 if need be)
+SHARE_HYPERPARAMETERS = {"neggrad_plus": ("alpha",), "*": ("fraction", "sparsity", "retain_fraction")}
+
+
+def tuning_seeds(seed: int | Sequence[int] | None, profile: Profile) -> list[int]:
+    """The tuning seeds of a call: ``seed`` (one, or several), or the profile's ``tuning_seeds`` when it is None."""
+    if seed is None:
+        seeds = list(profile.tuning_seeds)
+    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        seeds = [int(seed)]
+    else:
+        seeds = [int(s) for s in seed]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ProtocolError(f"tuning needs at least one tuning seed, each once; got {seed!r}")
+    return seeds
+
+
+def _plain(obj):
+    """JSON for what is not a plain value: a numpy number as a number, any other object by its type name (e.g. SSD's
+    precomputed importance), so that a record names it without a memory address."""
+    return obj.item() if isinstance(obj, np.generic) else f"<{type(obj).__name__}>"
+
+
+def _hparams_json(hp: Mapping) -> str:
+    """A setting's hyperparameters as the records keep them (:func:`_plain` for objects)."""
+    return json.dumps(dict(hp), default=_plain)
+
+
+def _identity(hp: Mapping) -> str:
+    """What tells two settings apart (objects by identity, unlike :func:`_hparams_json`)."""
+    return json.dumps(dict(hp), default=lambda o: o.item() if isinstance(o, np.generic) else f"<{id(o)}>")
+
+
+def pass_cost(method: str, hp: Mapping) -> float:
+    """The passes a setting of registered ``method`` makes: the sum of its pass hyperparameters
+    (:data:`unlearnlib.methods.PASS_HYPERPARAMETERS`, as given or the method's default). What breaks a tie."""
+    from .methods import PASS_HYPERPARAMETERS, REGISTRY
+
+    defaults = REGISTRY[method].hyperparameters if method in REGISTRY else {}
+    values = [hp.get(name, defaults.get(name)) for name in PASS_HYPERPARAMETERS]
+    return float(sum(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+
+@dataclass
+class _Trial:
+    """One setting of one method in a tuning run: its runs (one per tuning seed, or per seed and request), where it
+    came from (the grid, or extension round ``extension`` of ``extends``), and why the method refused it."""
+
+    method: str
+    hp: dict
+    order: int
+    extension: int = 0
+    extends: dict | None = None
+    runs: list = field(default_factory=list)
+    refused: str | None = None
+
+    def score(self, key: str) -> float:
+        """The mean score over the runs; NaN when any run diverged (or the method refused the setting)."""
+        from .metrics import is_diverged
+
+        values = [r[key] for r in self.runs]
+        if self.refused or not values or any(is_diverged(r) or not np.isfinite(v) for r, v in zip(self.runs, values)):
+            return float("nan")
+        return float(np.mean(values))
+
+
+def _choose(trials: Sequence[_Trial], *, key: str, higher: bool, resolution: float,
+            method: str) -> tuple[_Trial | None, list[_Trial]]:
+    """The chosen trial and every trial tied with the best score (:data:`TIE_RULE`); ``(None, [])`` when every
+    trial diverged or was refused."""
+    valid = [t for t in trials if np.isfinite(t.score(key))]
+    if not valid:
+        return None, []
+    sign = -1.0 if higher else 1.0
+    top = min(valid, key=lambda t: (sign * t.score(key), t.order)).score(key)
+    tied = [t for t in valid if t.score(key) == top or abs(t.score(key) - top) < resolution * (1 - 1e-9)]
+    return min(tied, key=lambda t: (pass_cost(method, t.hp), t.order)), tied
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def numeric_axes(grid: Sequence[Mapping], method: str = "") -> dict[str, str]:
+    """The numeric axes of a grid of registered ``method``: hyperparameters that every setting gives as a number and
+    that take at least two values across it, each with its kind: ``"int"`` (whole numbers), ``"share"``
+    (:data:`SHARE_HYPERPARAMETERS`) or ``"real"``."""
+    names = set.intersection(*(set(hp) for hp in grid)) if grid else set()
+    shares = set(SHARE_HYPERPARAMETERS.get(method, ())) | set(SHARE_HYPERPARAMETERS["*"])
+    axes = {}
+    for name in sorted(names, key=list(grid[0]).index):
+        values = [hp[name] for hp in grid]
+        if all(_is_number(v) for v in values) and len(set(values)) > 1:
+            axes[name] = ("int" if all(isinstance(v, (int, np.integer)) for v in values)
+                          else "share" if name in shares else "real")
+    return axes
+
+
+def step_past(values: Sequence[float], direction: int, kind: str = "real") -> tuple[float | int | None, str | None]:
+    """The next value past the edge of ``values`` (the largest for ``direction`` +1, the smallest for -1) on an axis
+    of ``kind`` (:func:`numeric_axes`), by :data:`EXTENSION_RULE`; ``(None, reason)`` when there is none."""
+    integer = kind == "int"
+    distinct = sorted(set(float(v) for v in values))
+    edge, neighbour = (distinct[-1], distinct[-2]) if direction > 0 else (distinct[0], distinct[1])
+    if distinct[0] > 0:
+        new = edge * edge / neighbour
+        if kind == "share" and direction > 0 and distinct[-1] < 1 <= new:  # approach 1, never reach it
+            new = 1 - (1 - edge) ** 2 / (1 - neighbour)
+    else:
+        new = 2 * edge - neighbour
+        if (edge >= 0 > new) or (edge <= 0 < new):
+            return None, f"the axis stops at 0 (next value {new:g})"
+    if integer:
+        new = int(round(new))
+        new = new if new != edge else int(edge) + direction
+        if new < 1:
+            return None, "a whole-number axis stays >= 1"
+        return new, None
+    return float(f"{new:.12g}"), None
+
+
+def _search(grids: Mapping[str, list], run: Callable[[str, dict], list[dict]], *, key: str, higher: bool,
+            resolution: float, extensions: int, methods: Mapping[str, str], progress: bool,
+            desc: str) -> tuple[list[dict], dict[str, dict], dict]:
+    """Score every setting of ``grids`` with ``run(name, hp)`` (its records, one per tuning seed or per seed and
+    request, each with the score ``key``; ``higher``: larger is better), then extend the grids past their edges for
+    up to ``extensions`` rounds (:data:`EXTENSION_RULE`). Returns the records (extensions included), the chosen
+    setting of each method and the config entries that say how it was chosen."""
+    trials: dict[str, list[_Trial]] = {name: [] for name in grids}
+    closed: dict[str, dict[tuple[str, int], str]] = {name: {} for name in grids}  # (axis, direction) -> why
+    axes = {name: numeric_axes(grid, methods.get(name, name)) for name, grid in grids.items()}
+    order = iter(range(10 ** 9))
+
+    def attempt(batch, round_):
+        for name, hp, extends in tqdm(batch, desc=desc if not round_ else f"{desc} (extension {round_})",
+                                      disable=not progress, leave=False):
+            trial = _Trial(name, hp, next(order), round_, extends)
+            try:
+                trial.runs = [{**r, "extension": round_, "refused": None} for r in run(name, hp)]
+            except ValueError as e:
+                if not round_:
+                    raise  # a setting of the grid itself is the caller's to fix
+                trial.refused = str(e).splitlines()[0]
+                closed[name][extends["axis"], 1 if extends["direction"] == "up" else -1] = \
+                    f"{name} refused {extends['axis']}={hp[extends['axis']]}: {trial.refused}"
+            trials[name].append(trial)
+
+    def choose(name):
+        return _choose(trials[name], key=key, higher=higher, resolution=resolution, method=methods.get(name, name))
+
+    def edges(name, best):
+        """(axis, direction, kind, values tried) of each edge of the tried values that ``best`` sits on."""
+        for axis, kind in axes[name].items():
+            values = [t.hp[axis] for t in trials[name] if t.refused is None]
+            for direction, edge in ((1, max(values)), (-1, min(values))):
+                if best.hp[axis] == edge:
+                    yield axis, direction, kind, values
+
+    attempt([(name, dict(hp), None) for name, grid in grids.items() for hp in grid], 0)
+    for name in grids:
+        if choose(name)[0] is None:
+            raise ProtocolError(f"every setting of {name!r} diverged on the tuning request (non-finite loss, weights "
+                                f"or outputs): nothing can be chosen. Lower its learning rate (or step size) in the "
+                                f"grid and tune again")
+    rounds_used = 0
+    for round_ in range(1, extensions + 1):
+        batch, tried = [], {name: {_identity(t.hp) for t in trials[name]} for name in grids}
+        for name in grids:
+            best = choose(name)[0]
+            for axis, direction, kind, values in edges(name, best):
+                if (axis, direction) in closed[name]:
+                    continue
+                value, why = step_past(values, direction, kind)
+                if value is None:
+                    closed[name][axis, direction] = why
+                    continue
+                hp = {**best.hp, axis: value}
+                if _identity(hp) not in tried[name]:
+                    batch.append((name, hp, {"axis": axis, "direction": "up" if direction > 0 else "down",
+                                             "from": best.hp[axis]}))
+        if not batch:
+            break
+        attempt(batch, round_)
+        rounds_used = round_
+    return _report(trials, closed, axes, choose, edges, key=key, resolution=resolution, extensions=extensions,
+                   rounds_used=rounds_used)
+
+
+def _report(trials, closed, axes, choose, edges, *, key, resolution, extensions, rounds_used):
+    """The records, the choices and the config entries of :func:`_search`."""
+    records, chosen, ties, on_edge, limits, diverged, settings, extended = [], {}, {}, {}, {}, {}, [], {}
+    for name, tried in trials.items():
+        best, tied = choose(name)
+        chosen[name] = json.loads(_hparams_json(best.hp))
+        if len(tied) > 1:
+            ties[name] = [json.loads(_hparams_json(t.hp)) for t in tied]
+        for axis, direction, _, _ in edges(name, best):
+            why = closed[name].get((axis, direction))
+            if why is None:
+                on_edge.setdefault(name, []).append(axis)
+            else:
+                limits.setdefault(name, {})[axis] = why
+        for t in tried:
+            hp, score = json.loads(_hparams_json(t.hp)), t.score(key)
+            outcome = "refused" if t.refused else "diverged" if not np.isfinite(score) else "scored"
+            if outcome == "diverged":
+                diverged.setdefault(name, []).append(hp)
+            if t.extends:
+                extended.setdefault(name, []).append({"round": t.extension, **t.extends, "to": hp[t.extends["axis"]],
+                                                      "outcome": outcome if not t.refused else t.refused})
+            settings.append({"method": name, "hparams": _hparams_json(t.hp), "extension": t.extension,
+                             key: score, "runs": len(t.runs), "outcome": outcome, "tied": any(t is u for u in tied),
+                             "chosen": t is best})
+            records += t.runs or [{"method": name, "hparams": _hparams_json(t.hp), "seed": None, key: float("nan"),
+                                   "diverged": False, "extension": t.extension, "refused": t.refused}]
+    config = {"resolution": resolution, "tie_rule": TIE_RULE, "ties": ties, "diverged": diverged,
+              "extension_rule": EXTENSION_RULE, "extensions_allowed": extensions, "extension_rounds_used": rounds_used,
+              "axes": {name: list(a) for name, a in axes.items()}, "extensions": extended, "on_edge": on_edge,
+              "edge_limits": limits, "settings": settings, "records": records}
+    return records, chosen, config
+
+
 def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
     """Two requests are the same when they forget the same samples of the same data (or the same classes)."""
     if a.kind in ("full_class", "sub_class") and a.kind == b.kind and a.data.name == b.data.name:
@@ -285,65 +546,103 @@ def check_tuning_request(request: ForgetTask, seed: int, *, reported: Sequence[F
                                 f"subset, pool or corruption draw (e.g. unlearnlib.tasks.full_class with another class)")
 
 
-def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
-         reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None, split: str = "validation",
-         device="auto", progress: bool = True,
-         view: Callable[[ForgetTask, int], ForgetTask] | None = None,
-         methods: Mapping[str, str] | None = None) -> Tuning:
+def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *,
+         seed: int | Sequence[int] | None = None, reported: Sequence[ForgetTask],
+         reported_seeds: Sequence[int] | None = None, split: str = "validation", device="auto",
+         progress: bool = True, view: Callable[[ForgetTask, int], ForgetTask] | None = None,
+         methods: Mapping[str, str] | None = None, extensions: int | None = None,
+         per_seed: Callable[[str, References], Mapping] | None = None) -> Tuning:
     """Choose each method's hyperparameters on a tuning request, as the protocol says.
 
     Every setting in ``grids`` ({method: [settings, ...]}, the same number for every method) runs on ``request``
-    (never one of the ``reported`` requests) with the original model of the tuning ``seed`` (never one of the
-    ``reported_seeds``, by default the profile's seeds). Each model is scored with
-    :func:`~unlearnlib.metrics.validation_evaluate` and ranked by :func:`~unlearnlib.metrics.retrain_gap` on
-    ``forget_acc`` and ``val_acc`` against the request's own retrain model (the common practice in the literature;
-    that model is never reported). The method sees ``request.sealed()``: its test split is empty, so no choice can
-    read it. ``view`` (e.g. a few-shot budget) works as in :func:`run_methods`; with a view the forget accuracy of
-    the score is read on the forgotten class's validation images (``val_forget_acc``), since the method may not
-    read D_f beyond its budget. Ties go to the first setting tried. A grid key that is not a registered method
-    name is a label; ``methods`` maps it to the method it runs (e.g. ``{"lfssd (official order)": "lfssd"}``), so one
-    method can be tuned twice under two variants.
+    (never one of the ``reported`` requests) with the original model of each tuning seed (``seed``: one or several;
+    by default the profile's ``tuning_seeds``; never one of the ``reported_seeds``, by default the profile's seeds).
+    Each model is scored with :func:`~unlearnlib.metrics.validation_evaluate` and ranked by
+    :func:`~unlearnlib.metrics.retrain_gap` on ``forget_acc`` and ``val_acc`` against the request's own retrain model
+    of the same seed (the common practice in the literature; that model is never reported), averaged over the tuning
+    seeds. The method sees ``request.sealed()``: its test split is empty, so no choice can read it. ``view`` (e.g. a
+    few-shot budget) works as in :func:`run_methods`; with a view the forget accuracy of the score is read on the
+    forgotten class's validation images (``val_forget_acc``), since the method may not read D_f beyond its budget.
+
+    A setting that diverged on any tuning seed is recorded (``diverged``) and never chosen; a method whose settings
+    all diverged is a ProtocolError. Settings within one image of the best score on each scored set are tied and the
+    cheapest wins (:data:`TIE_RULE`). A choice on the edge of a numeric axis of its grid is extended past it for up to
+    ``extensions`` rounds (default: the profile's ``tuning_extensions``; :data:`EXTENSION_RULE`); the config
+    records every setting tried (``records``, ``settings``), the ties, the diverged settings and the choices still on
+    an edge (``on_edge``). A grid key that is not a registered method name is a label; ``methods`` maps it to the
+    method it runs (e.g. ``{"lfssd (official order)": "lfssd"}``), so one method can be tuned twice under two
+    variants. ``per_seed(label, refs)`` returns hyperparameters computed from a tuning seed's models (e.g. SSD's
+    precomputed importance): they join each of that label's settings on that seed, are named (not dumped) in the
+    records and are never extended.
     """
     if split != "validation":
         raise ProtocolError(f"tuning on the {split!r} split is refused: the test split is read only to report. Tune on "
                             f"split='validation', carved from the training data (data.val_idx)")
     grids, sizes = _equal_budget(grids, "tune", profile)
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
-    check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+    seeds = tuning_seeds(seed, profile)
+    for s in seeds:
+        check_tuning_request(request, s, reported=reported, reported_seeds=reported_seeds)
     sealed = request.sealed()
     if len(sealed.val_idx) == 0:
         raise ProtocolError(f"{request.describe()} has no validation split to tune on")
-    # the reference models train on D and D_r only; they come from the cache under the request's own data key
-    refs = reference_models(request, profile, seed, device=device, progress=progress)
-    _warm_up(refs.original.model, sealed, device)
-    ref_rec = validation_evaluate(refs.retrain.model, sealed, device=device)
-    seen = view(sealed, seed) if view else sealed
     forget_key = "forget_acc"
     if view is not None:
         if len(sealed.val_forget_idx) == 0:
             raise ProtocolError("a tuning view (sample budget) needs a class or sub-class request, whose validation "
                                 "split holds images of the forgotten class to score forgetting on")
         forget_key = "val_forget_acc"
+    contexts = {}
+    for s in seeds:  # the reference models train on D and D_r only; from the cache under the request's data key
+        refs = reference_models(request, profile, s, device=device, progress=progress)
+        _warm_up(refs.original.model, sealed, device)
+        contexts[s] = (refs, validation_evaluate(refs.retrain.model, sealed, device=device),
+                       view(sealed, s) if view else sealed)
     methods = dict(methods or {})
-    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
-    records = []
-    for name, hp in tqdm(runs, desc=f"tuning on {request.describe()}", disable=not progress, leave=False):
-        result = unlearn(methods.get(name, name), refs.original.model, seen, seed=seed, device=device, **hp)
-        rec = validation_evaluate(result.model, sealed, device=device)
-        records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
-                        "seconds": result.seconds,
+    extra: dict[tuple[str, int], Mapping] = {}
+
+    def run(name, hp):
+        out = []
+        for s, (refs, ref_rec, seen) in contexts.items():
+            if per_seed is not None and (name, s) not in extra:
+                extra[name, s] = dict(per_seed(name, refs))
+            result = unlearn(methods.get(name, name), refs.original.model, seen, seed=s, device=device,
+                             **{**hp, **extra.get((name, s), {})})
+            rec = _evaluated(result, lambda m: validation_evaluate(m, sealed, device=device),
+                             ("forget_acc", "val_acc", "val_forget_acc"))
+            out.append({"method": name, "hparams": _hparams_json(hp), "seed": s, **rec, "seconds": result.seconds,
                         "retrain_gap": retrain_gap(rec, ref_rec, utility="val_acc", forget=forget_key)})
-    chosen = best_settings(records)
+        return out
+
+    n_forget = len(sealed.val_forget_idx) if view is not None else len(sealed.forget_idx)
+    n_val = len(sealed.val_idx) - len(sealed.val_forget_idx)
+    records, chosen, search = _search(grids, run, key="retrain_gap", higher=False, resolution=1 / n_forget + 1 / n_val,
+                                      extensions=profile.tuning_extensions if extensions is None else extensions,
+                                      methods=methods, progress=progress, desc=f"tuning on {request.describe()}")
+    references = [{"seed": s, **{k: ref[k] for k in ("forget_acc", "val_acc", "val_forget_acc")}}
+                  for s, (_, ref, _) in contexts.items()]
     config = {"request": request.describe(), "request_params": {k: v for k, v in request.params.items()
                                                                  if k != "source_idx"},
-              "seed": seed, "reported_seeds": reported_seeds, "budget": min(sizes.values()), **_cap_note(profile),
+              "seed": seeds[0], "seeds": seeds, "reported_seeds": reported_seeds, "budget": min(sizes.values()),
+              **_cap_note(profile),
               "selection": f"retrain_gap on {forget_key} and val_acc (validation split) against the tuning "
-                           f"request's retrain model",
-              "view": None if view is None else seen.params.get("per_class"),
-              "reference": {k: ref_rec[k] for k in ("forget_acc", "val_acc", "val_forget_acc")},
-              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen,
-              "methods": {name: methods.get(name, name) for name in grids}}
+                           f"request's retrain model of the same seed, averaged over the tuning seeds {seeds}",
+              "view": None if view is None else contexts[seeds[0]][2].params.get("per_class"),
+              "reference": {k: v for k, v in references[0].items() if k != "seed"}, "references": references,
+              "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
+              "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids},
+              "code": tuning_fingerprints({name: methods.get(name, name) for name in grids}), **search}
     return Tuning(records, chosen, config)
+
+
+def _evaluated(result, evaluate: Callable, keys: Sequence[str]) -> dict:
+    """``evaluate(result.model)``, or a diverged record (NaN ``keys``) when the method reported a divergence."""
+    from .methods import diverged
+
+    if diverged(result):
+        return diverged_record(keys, step=result.info.get("diverged_step"),
+                               reason=result.info.get("diverged_reason", "non-finite loss"))
+    return evaluate(result.model)
 
 
 def validation_budget(request: ForgetTask, per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -356,54 +655,87 @@ def validation_budget(request: ForgetTask, per_class: int, *, seed: int) -> tupl
 
 
 def tune_few_shot(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, per_class: int,
-                  seed: int, reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None,
-                  device="auto", progress: bool = True, methods: Mapping[str, str] | None = None) -> Tuning:
+                  seed: int | Sequence[int] | None = None, reported: Sequence[ForgetTask],
+                  reported_seeds: Sequence[int] | None = None, device="auto", progress: bool = True,
+                  methods: Mapping[str, str] | None = None, extensions: int | None = None) -> Tuning:
     """Choose hyperparameters for a few-shot class request within the setting's budget, as the protocol says.
 
     A class-level method given ``per_class`` samples per class must be tuned with that budget too, not with the
     complete data a retrain model needs. Every setting in ``grids`` (the same number per method) runs on the tuning
-    ``request`` (a class or sub-class request that is not reported) with the tuning ``seed``'s original model,
-    seeing ``tasks.few_shot(request, per_class)`` drawn from the training split; it is scored on another
-    ``per_class`` images per class drawn from the *validation* split (:func:`validation_budget`). No retrain model
-    is trained or read: for a forgotten class the target is known, a model that never saw the class recognises none
-    of its images (forget target 0), and the remaining classes should keep the original model's accuracy on the
-    same validation images. The score is ``retrain_gap`` against that target. The whole procedure reads
-    2 x ``per_class`` images per class and the original model.
+    ``request`` (a class or sub-class request that is not reported) with each tuning seed's original model (``seed``:
+    one or several, by default the profile's ``tuning_seeds``), seeing ``tasks.few_shot(request, per_class)`` drawn
+    from the training split; it is scored on another ``per_class`` images per class drawn from the *validation* split
+    (:func:`validation_budget`). No retrain model is trained or read: for a forgotten class the target is known, a
+    model that never saw the class recognises none of its images (forget target 0), and the remaining classes should
+    keep the original model's accuracy on the same validation images. The score is ``retrain_gap`` against that
+    target, averaged over the tuning seeds; diverged settings, ties and grid extensions are handled as in
+    :func:`tune`. Each seed reads 2 x ``per_class`` images per class and the original model.
     """
     grids, sizes = _equal_budget(grids, "tune_few_shot", profile)
     if request.kind != "full_class":
         raise ProtocolError(f"tune_few_shot scores forgetting against the known target of a forgotten class (0 %); "
                             f"a {request.kind!r} request has no such target: use tune() with its retrain model")
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
-    check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+    seeds = tuning_seeds(seed, profile)
+    for s in seeds:
+        check_tuning_request(request, s, reported=reported, reported_seeds=reported_seeds)
     sealed = request.sealed()
-    score_forget, score_retain = validation_budget(sealed, per_class, seed=seed)
-    if len(score_forget) == 0 or len(score_retain) == 0:
-        raise ProtocolError(f"{request.describe()} has no validation images of the forgotten or the remaining classes "
-                            f"to score on")
-    original = reference_models(request, profile, seed, device=device, progress=progress, retrain=False).original.model
-    seen = tasks_few_shot(sealed, per_class, seed=seed)
-    target = {"val_forget_acc": 0.0,
-              "val_acc": accuracy(original, sealed.data, score_retain, split="train", device=device)}
+    contexts, images_read = {}, 0
+    for s in seeds:
+        score_forget, score_retain = validation_budget(sealed, per_class, seed=s)
+        if len(score_forget) == 0 or len(score_retain) == 0:
+            raise ProtocolError(f"{request.describe()} has no validation images of the forgotten or the remaining "
+                                f"classes to score on")
+        original = reference_models(request, profile, s, device=device, progress=progress,
+                                    retrain=False).original.model
+        seen = tasks_few_shot(sealed, per_class, seed=s)
+        target = {"val_forget_acc": 0.0,
+                  "val_acc": accuracy(original, sealed.data, score_retain, split="train", device=device)}
+        contexts[s] = (original, seen, score_forget, score_retain, target)
+        images_read += int(len(seen.data.y_train) + len(score_forget) + len(score_retain))
     methods = dict(methods or {})
-    runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
-    records = []
-    for name, hp in tqdm(runs, desc=f"few-shot tuning on {request.describe()}", disable=not progress, leave=False):
-        result = unlearn(methods.get(name, name), original, seen, seed=seed, device=device, **hp)
-        rec = {"val_forget_acc": accuracy(result.model, sealed.data, score_forget, split="train", device=device),
-               "val_acc": accuracy(result.model, sealed.data, score_retain, split="train", device=device)}
-        records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed, **rec,
-                        "seconds": result.seconds,
+
+    def run(name, hp):
+        out = []
+        for s, (original, seen, score_forget, score_retain, target) in contexts.items():
+            result = unlearn(methods.get(name, name), original, seen, seed=s, device=device, **hp)
+            rec = _evaluated(result, lambda m: _few_shot_score(m, sealed.data, score_forget, score_retain, device),
+                             ("val_forget_acc", "val_acc"))
+            out.append({"method": name, "hparams": _hparams_json(hp), "seed": s, **rec, "seconds": result.seconds,
                         "retrain_gap": retrain_gap(rec, target, utility="val_acc", forget="val_forget_acc")})
-    chosen = best_settings(records)
-    config = {"request": request.describe(), "seed": seed, "reported_seeds": reported_seeds,
+        return out
+
+    first = contexts[seeds[0]]
+    records, chosen, search = _search(grids, run, key="retrain_gap", higher=False,
+                                      resolution=1 / len(first[2]) + 1 / len(first[3]),
+                                      extensions=profile.tuning_extensions if extensions is None else extensions,
+                                      methods=methods, progress=progress,
+                                      desc=f"few-shot tuning on {request.describe()}")
+    config = {"request": request.describe(), "seed": seeds[0], "seeds": seeds, "reported_seeds": reported_seeds,
               "budget": min(sizes.values()), **_cap_note(profile), "per_class": per_class,
               "selection": f"retrain_gap on val_forget_acc (target 0) and val_acc (target: the original model's "
-                           f"accuracy) over {per_class} validation images per class; no retrain model",
-              "images_read": int(len(seen.data.y_train) + len(score_forget) + len(score_retain)),
-              "target": target, "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()},
-              "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids}}
+                           f"accuracy) over {per_class} validation images per class, averaged over the tuning seeds "
+                           f"{seeds}; no retrain model",
+              "images_read": images_read, "target": first[4],
+              "targets": [{"seed": s, **c[4]} for s, c in contexts.items()],
+              "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
+              "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids},
+              "code": tuning_fingerprints({name: methods.get(name, name) for name in grids}), **search}
     return Tuning(records, chosen, config)
+
+
+def _few_shot_score(model, data, score_forget, score_retain, device) -> dict:
+    """The accuracies a few-shot tuning scores (:func:`tune_few_shot`), or a diverged record."""
+    from .metrics import parameters_finite
+
+    keys = ("val_forget_acc", "val_acc")
+    if not parameters_finite(model):
+        return diverged_record(keys, reason="non-finite weights")
+    rec = {"val_forget_acc": accuracy(model, data, score_forget, split="train", device=device),
+           "val_acc": accuracy(model, data, score_retain, split="train", device=device)}
+    if not np.isfinite(list(rec.values())).all():  # training.accuracy is NaN for non-finite outputs
+        return diverged_record(keys, reason="non-finite outputs")
+    return {**rec, **FINITE}
 
 
 def tune_on_reported_task(task: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Mapping]], *, seed: int,
@@ -434,14 +766,26 @@ class ProtocolWarning(UserWarning):
     """A step that the evaluation protocol would refuse ran anyway (kept for chapters not yet re-executed)."""
 
 
-def best_settings(records: Sequence[dict]) -> dict[str, dict]:
-    """For each method, the setting with the smallest ``retrain_gap`` (ties: the first tried, i.e. the cheaper
-    one if grids are ordered by cost)."""
-    best: dict[str, dict] = {}
+def best_settings(records: Sequence[dict], *, resolution: float = 0.0,
+                  methods: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """For each method, the setting with the smallest ``retrain_gap``, averaged over its records (e.g. one per seed).
+    A setting with a diverged record (or a NaN gap) is never chosen; settings within ``resolution`` of the best
+    (default: exactly equal) are tied and the cheapest wins (:data:`TIE_RULE`). ``methods`` maps a label to the
+    registered method whose pass hyperparameters price it. A method whose every setting diverged has no entry."""
+    trials: dict[str, dict[str, _Trial]] = {}
     for rec in records:
-        if rec["method"] not in best or rec["retrain_gap"] < best[rec["method"]]["retrain_gap"]:
-            best[rec["method"]] = rec
-    return {name: json.loads(rec["hparams"]) for name, rec in best.items()}
+        by_key = trials.setdefault(rec["method"], {})
+        trial = by_key.setdefault(rec["hparams"], _Trial(rec["method"], json.loads(rec["hparams"]),
+                                                         sum(len(t) for t in trials.values())))
+        trial.runs.append(rec)
+    methods = dict(methods or {})
+    chosen = {}
+    for name, by_key in trials.items():
+        best, _ = _choose(list(by_key.values()), key="retrain_gap", higher=False, resolution=resolution,
+                          method=methods.get(name, name))
+        if best is not None:
+            chosen[name] = best.hp
+    return chosen
 
 
 def _warm_up(model, task: ForgetTask, device) -> None:
@@ -463,56 +807,70 @@ REGULARITY = {"trigger": "high", "label_swap": "medium", "random_label": "low"}
 
 
 def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapping[str, Sequence[Mapping]], *,
-                   seed: int, reported: Sequence[ForgetTask], reported_seeds: Sequence[int] | None = None,
-                   device="auto", progress: bool = True) -> Tuning:
+                   seed: int | Sequence[int] | None = None, reported: Sequence[ForgetTask],
+                   reported_seeds: Sequence[int] | None = None, device="auto", progress: bool = True,
+                   extensions: int | None = None) -> Tuning:
     """Choose each method's hyperparameters for REM's benchmark on tuning requests, as the protocol says.
 
-    ``requests`` are corrupted tasks (typically one per corruption) drawn with the tuning ``seed``, never one of the
+    ``requests`` are corrupted tasks (typically one per corruption) drawn with the tuning seed, never one of the
     ``reported`` tasks or seeds. Every setting of ``grids`` (the same number for every method) runs on every request
-    from the request's own original model (trained on its corrupted data, through the cache), and is scored by
+    from the request's own original model of each tuning seed (``seed``: one or several, by default the profile's
+    ``tuning_seeds``; trained on the request's corrupted data, through the cache), and is scored by
     ``val_acc x healed``: the clean validation accuracy times the clean-label accuracy on the request's corrupted
     set. The request is never reported, so its clean labels may be read; the test split is not. The setting with the
-    best mean score over the requests wins (ties: the first tried). Partial discovery makes the retrain model a poor
+    best mean score over the requests and seeds wins; diverged settings, ties (one image on each term of each
+    request) and grid extensions are handled as in :func:`tune`. Partial discovery makes the retrain model a poor
     target here (it relearns the hidden corruption), which is why the score is not :func:`tune`'s retrain gap.
     """
     from .metrics import healed_accuracy
 
     grids, sizes = _equal_budget(grids, "tune_corrupted", profile)
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
-    records = []
+    seeds = tuning_seeds(seed, profile)
+    contexts, resolutions = [], []
     for request in requests:
         if request.kind != "corrupted":
             raise ProtocolError(f"tune_corrupted needs corrupted tasks (tasks.corrupted), got {request.describe()}")
-        check_tuning_request(request, seed, reported=reported, reported_seeds=reported_seeds)
+        for s in seeds:
+            check_tuning_request(request, s, reported=reported, reported_seeds=reported_seeds)
         sealed = request.sealed()
         if len(sealed.val_idx) == 0:
             raise ProtocolError(f"{request.describe()} has no validation split to tune on")
-        original = train_or_load(sealed.data, sealed.train_idx, profile.arch, profile.recipe_for(sealed.data.name),
-                                 seed=seed, role=f"original ({request.corruption['kind']}, tuning)", device=device,
-                                 progress=progress).model
-        _warm_up(original, sealed, device)
-        runs = [(name, dict(hp)) for name, grid in grids.items() for hp in grid]
-        for name, hp in tqdm(runs, desc=f"tuning on {request.corruption['kind']}", disable=not progress,
-                             leave=False):
-            result = unlearn(name, original, sealed, seed=seed, device=device, **hp)
-            val = validation_evaluate(result.model, sealed, device=device)
-            healed = healed_accuracy(result.model, sealed, device=device)
-            records.append({"method": name, "hparams": json.dumps(hp, default=str), "seed": seed,
-                            "corruption": request.corruption["kind"], "val_acc": val["val_acc"], "healed": healed,
-                            "score": val["val_acc"] * healed, "seconds": result.seconds})
-    mean = {}
-    for rec in records:
-        mean.setdefault((rec["method"], rec["hparams"]), []).append(rec["score"])
-    chosen: dict[str, dict] = {}
-    best: dict[str, float] = {}
-    for (name, hp), scores in mean.items():  # insertion order = order tried, so ties go to the first
-        if name not in best or np.mean(scores) > best[name]:
-            best[name], chosen[name] = float(np.mean(scores)), json.loads(hp)
-    config = {"requests": [r.describe() for r in requests], "seed": seed, "reported_seeds": reported_seeds,
-              "budget": min(sizes.values()), **_cap_note(profile),
-              "selection": "mean over the tuning requests of val_acc (clean validation split) x healed (the "
-                           "request's corrupted set, clean labels)",
-              "grids": {name: [dict(hp) for hp in grid] for name, grid in grids.items()}, "chosen": chosen}
+        resolutions.append(1 / (len(sealed.val_idx) - len(sealed.val_forget_idx))
+                           + 1 / len(request.corruption["corrupt_idx"]))
+        for s in seeds:
+            original = train_or_load(sealed.data, sealed.train_idx, profile.arch, profile.recipe_for(sealed.data.name),
+                                     seed=s, role=f"original ({request.corruption['kind']}, tuning)", device=device,
+                                     progress=progress).model
+            _warm_up(original, sealed, device)
+            contexts.append((request, sealed, s, original))
+
+    def score(model, sealed) -> dict:
+        val = validation_evaluate(model, sealed, device=device)
+        healed = float("nan") if is_diverged(val) else healed_accuracy(model, sealed, device=device)
+        if is_diverged(val) or not np.isfinite(healed):
+            return {**diverged_record(("val_acc", "healed"), reason=val.get("diverged_reason") or "non-finite outputs")}
+        return {"val_acc": val["val_acc"], "healed": healed, **FINITE}
+
+    def run(name, hp):
+        out = []
+        for request, sealed, s, original in contexts:
+            result = unlearn(name, original, sealed, seed=s, device=device, **hp)
+            rec = _evaluated(result, lambda m: score(m, sealed), ("val_acc", "healed"))
+            out.append({"method": name, "hparams": _hparams_json(hp), "seed": s,
+                        "corruption": request.corruption["kind"], **rec, "score": rec["val_acc"] * rec["healed"],
+                        "seconds": result.seconds})
+        return out
+
+    records, chosen, search = _search(grids, run, key="score", higher=True, resolution=float(np.mean(resolutions)),
+                                      extensions=profile.tuning_extensions if extensions is None else extensions,
+                                      methods={}, progress=progress, desc="tuning on corrupted requests")
+    config = {"requests": [r.describe() for r in requests], "seed": seeds[0], "seeds": seeds,
+              "reported_seeds": reported_seeds, "budget": min(sizes.values()), **_cap_note(profile),
+              "selection": f"mean over the tuning requests and seeds {seeds} of val_acc (clean validation split) x "
+                           f"healed (the request's corrupted set, clean labels)",
+              "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
+              "chosen": chosen, "code": tuning_fingerprints({name: name for name in grids}), **search}
     return Tuning(records, chosen, config)
 
 
@@ -564,25 +922,29 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
     corrupted (hidden corrupted samples included), through the checkpoint cache, its time that of training it.
     ``forget_sets`` (a folder) pins each task to a saved ``.npz`` (:func:`~unlearnlib.tasks.fixed`).
     ``progress_file`` (JSON, rewritten atomically after every run) makes an interrupted grid resume where it
-    stopped: runs already in the file are not repeated. ``only`` ({label: [corruption, ...]}) runs a method on
+    stopped: a run already in the file is reused only when its ``store_key`` (:func:`~unlearnlib.provenance.store_key`:
+    method, hyperparameters, request, seed, original model, and the fingerprint of the code that ran) equals the key
+    of the run it stands for; any other is recomputed and replaced, so a changed setting or a changed method re-runs
+    that method's records and nothing else. ``only`` ({label: [corruption, ...]}) runs a method on
     some corruptions only, e.g. ``suppress_target``, which needs a trigger.
     """
     from pathlib import Path
 
     from . import _io
     from .metrics import corruption_metrics
+    from .provenance import store_key
     from .tasks import corrupted, fixed
+    from .training import recipe_spec
 
     corruption_kw, only = corruption_kw or {}, dict(only or {})
     unknown = sorted(set(corruptions) - set(REGULARITY))
     if unknown:
         raise ValueError(f"unknown corruption(s) {unknown}; choose from {', '.join(REGULARITY)}")
-    done: list[dict] = []
+    records: list[dict] = []
     if progress_file is not None and Path(progress_file).exists():
-        done = _io.read_json(progress_file, remedy="delete it to start the grid afresh")
+        records = list(_io.read_json(progress_file, remedy="delete it to start the grid afresh"))
     key = lambda r: (r["corruption"], r["discovery_rate"], r["seed"], r["method"])  # noqa: E731
-    seen = {key(r) for r in done}
-    records = list(done)
+    stored = {key(r): i for i, r in enumerate(records)}
     recipe = profile.recipe_for(data.name)
     cells = [(c, s, r) for c in corruptions for s in seeds for r in rates]
     for corruption, seed, rate in tqdm(cells, desc="discovery grid", disable=not progress):
@@ -593,9 +955,15 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
         original = train_or_load(task.data, task.train_idx, profile.arch, recipe, seed=seed,
                                  role=f"original ({corruption})", device=device, progress=progress)
         for label, spec in methods.items():
-            if (corruption, rate, seed, label) in seen or corruption not in only.get(label, corruptions):
+            if corruption not in only.get(label, corruptions):
                 continue
             setting = _resolve(label, spec)
+            produced_by = store_key(method=setting.method, hparams=setting.hparams, request=task, seed=seed,
+                                    extra={"original": original.key, "arch": profile.arch,
+                                           "recipe": recipe_spec(recipe)})
+            at = stored.get((corruption, rate, seed, label))
+            if at is not None and records[at].get("store_key") == produced_by:
+                continue
             info: dict = {}
             if setting.method == "original":
                 model, seconds = original.model, 0.0
@@ -607,12 +975,22 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
                 result = unlearn(setting.method, original.model, task, seed=seed, device=device, **setting.hparams)
                 model, seconds = result.model, result.seconds
                 info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}
-            records.append({"task": f"corrupted: {corruption}", "corruption": corruption,
-                            "regularity": REGULARITY[corruption], "discovery_rate": rate, "seed": seed,
-                            "method": label, "algorithm": setting.method, "n_forget": int(len(task.forget_idx)),
-                            **corruption_metrics(model, task, device=device), "seconds": seconds,
-                            "original_train_seconds": original.train_seconds, **info,
-                            "hparams": json.dumps(dict(setting.hparams), default=str)})
+                if result.info.get("diverged"):
+                    info["diverged_step"] = result.info.get("diverged_step")
+            metrics = corruption_metrics(model, task, device=device)
+            if info.get("diverged"):  # the method stopped at a non-finite loss: a diverged run, never scored
+                metrics = diverged_record(list(metrics), step=info.get("diverged_step"),
+                                          reason=info.get("diverged_reason", "non-finite loss"))
+            record = {"task": f"corrupted: {corruption}", "corruption": corruption,
+                      "regularity": REGULARITY[corruption], "discovery_rate": rate, "seed": seed,
+                      "method": label, "algorithm": setting.method, "n_forget": int(len(task.forget_idx)),
+                      **metrics, "seconds": seconds, "original_train_seconds": original.train_seconds, **info,
+                      "hparams": json.dumps(dict(setting.hparams), default=str), "store_key": produced_by}
+            if at is None:
+                stored[key(record)] = len(records)
+                records.append(record)
+            else:  # made by other code or settings: replaced, never kept beside the new run
+                records[at] = record
             if progress_file is not None:
                 _io.atomic_write_json(progress_file, records)
     wanted = {(c, r, s, m) for c in corruptions for r in rates for s in seeds for m in methods

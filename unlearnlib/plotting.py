@@ -1,9 +1,36 @@
-"""Figures shared by every chapter: metric bars with the retrain reference, and time versus quality."""
+"""Figures shared by every chapter: metric bars with the retrain reference, and time versus quality.
+
+No figure draws a diverged run (a record with ``diverged`` True, :func:`unlearnlib.stats.diverged_flags`) as a
+value: its runs are left out, and the figure says "diverged on k of S seeds" where the method is named."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+
+def _divergence_notes(df, by: str = "method") -> dict[str, str]:
+    """{method: "diverged on k of S seeds"} for every method of ``df`` with a diverged run (S: its runs)."""
+    from .stats import diverged_flags, seeds_note
+
+    if df.empty:
+        return {}
+    flags = diverged_flags(df)
+    counts = flags.groupby(df[by], sort=False).agg(["sum", "size"])
+    return {m: seeds_note(int(k), int(n)) for m, (k, n) in counts.iterrows() if k}
+
+
+def _without_diverged(df):
+    from .stats import diverged_flags
+
+    return df[~diverged_flags(df)]
+
+
+def _note_left_out(ax, notes: dict[str, str]) -> None:
+    """Write, under the axes, which methods are not drawn or drawn from fewer seeds, and why."""
+    if notes:
+        ax.text(0, -0.22, "; ".join(f"{m}: {n}" for m, n in notes.items()), transform=ax.transAxes, fontsize=6.5,
+                va="top", ha="left", color="crimson", wrap=True)
 
 
 def method_palette(methods: Sequence[str]) -> dict:
@@ -17,13 +44,16 @@ def method_palette(methods: Sequence[str]) -> dict:
 def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, reference: str = "retrain",
                 order: Sequence[str] | None = None, ncols: int = 4, height: float = 2.6):
     """One panel per metric: mean over seeds with std error bars per method; a dashed line marks the retrain
-    reference so every bar is read against it."""
+    reference so every bar is read against it. Diverged runs are not drawn: the method's label says "diverged on k
+    of S seeds" (no bar at all when every seed diverged)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if task is not None:
         df = df[df["task"] == task]
     order = list(order or dict.fromkeys(df["method"]))
+    notes = _divergence_notes(df)
+    df = _without_diverged(df)
     metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
     ncols = min(ncols, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
@@ -38,6 +68,7 @@ def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, referenc
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("")
+        ax.set_xticks(range(len(order)), [f"{m}\n({notes[m]})" if m in notes else m for m in order])
         ax.tick_params(axis="x", rotation=60, labelsize=8)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -52,18 +83,20 @@ def time_vs_quality(df, *, quality: str = "retrain_gap", time: str = "seconds", 
     """Scatter of mean unlearning time (log scale) against a quality measure, one point per method and task.
 
     ``quality="retrain_gap"`` is :func:`unlearnlib.metrics.retrain_gap` against the mean of the ``reference`` rows
-    of the same task: the distance to the retrain model on forget and test accuracy (0 = like retraining).
+    of the same task: the distance to the retrain model on forget and test accuracy (0 = like retraining). Diverged
+    runs are left out, and a note under the axes names the methods they came from ("diverged on k of S seeds").
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     from .metrics import retrain_gap
 
-    df = df.copy()
+    notes = _divergence_notes(df)
+    palette = method_palette(list(dict.fromkeys(df["method"])))  # same colours as metric_bars
+    df = _without_diverged(df).copy()
     if quality == "retrain_gap" and quality not in df.columns:
         ref = df[df["method"] == reference].groupby("task")[["forget_acc", "test_acc"]].mean()
         df[quality] = [retrain_gap(r._asdict(), ref.loc[r.task]) for r in df.itertuples()]
-    palette = method_palette(list(dict.fromkeys(df["method"])))  # same colours as metric_bars
     means = df.groupby(["task", "method"], sort=False)[[time, quality]].mean().reset_index()
     means = means[means[time] > 0]  # "original" takes no time and cannot sit on a log axis
     if ax is None:
@@ -73,6 +106,7 @@ def time_vs_quality(df, *, quality: str = "retrain_gap", time: str = "seconds", 
     ax.set_xlabel("time (s, log scale)")
     ax.set_ylabel(quality + (" (lower is better)" if quality == "retrain_gap" else ""))
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    _note_left_out(ax, notes)
     ax.figure.tight_layout()
     return ax.figure
 
@@ -81,12 +115,21 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
                  cmap: str = "viridis_r", title: str | None = None):
     """An annotated heatmap of ``value`` over a hyperparameter grid (``x`` by ``y``, one row of ``df`` per cell).
 
-    ``marks`` ({label: (x_value, y_value)}) outlines cells, e.g. the paper's setting and the one chosen.
+    ``marks`` ({label: (x_value, y_value)}) outlines cells, e.g. the paper's setting and the one chosen. A cell whose
+    runs diverged is not a value: it reads "diverged" (or "div. k/S" when only some of its S runs did) and its
+    colour comes from the runs that did not.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    table = df.pivot_table(index=y, columns=x, values=value).sort_index(ascending=False)
+    from .stats import diverged_flags
+
+    flags = diverged_flags(df)
+    gone = df.assign(_div=flags).pivot_table(index=y, columns=x, values="_div", aggfunc=["sum", "size"])
+    table = (df[~flags].pivot_table(index=y, columns=x, values=value)
+             .reindex(index=gone["size"].index, columns=gone["size"].columns).sort_index(ascending=False))
+    gone_k = gone["sum"].reindex_like(table).fillna(0)
+    gone_n = gone["size"].reindex_like(table).fillna(0)
     if ax is None:
         _, ax = plt.subplots(figsize=(0.6 * table.shape[1] + 1.5, 0.45 * table.shape[0] + 1))
     im = ax.imshow(table.values, cmap=cmap, aspect="auto")
@@ -97,9 +140,10 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
     lo, hi = np.nanmin(table.values), np.nanmax(table.values)
     for i in range(table.shape[0]):
         for j in range(table.shape[1]):
-            v = table.values[i, j]
+            v, k, n = table.values[i, j], int(gone_k.values[i, j]), int(gone_n.values[i, j])
             dark = (v - lo) / (hi - lo + 1e-12) > 0.5  # viridis_r is dark at high values
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6.5, color="w" if dark else "k")
+            text = "diverged" if n and k == n else format(v, fmt) + (f"\ndiv. {k}/{n}" if k else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="w" if dark else "k")
     styles = ["-", "--", ":"]
     for k, (label, (xv, yv)) in enumerate((marks or {}).items()):
         if xv in table.columns and yv in table.index:
@@ -117,10 +161,14 @@ def gap_heatmap(board, metrics: Sequence[str], *, task: str, scale: float = 100.
     """A method x metric heatmap of the paired gaps to the reference in ``board`` (see
     :func:`unlearnlib.comparison.leaderboard`, one ``task``), each cell annotated with the mean gap and its 95 %
     interval; a cell whose interval includes 0 is hatched, so that "cannot be told from the reference" is seen at a
-    glance. Colour is the absolute gap (lighter is closer to the reference)."""
+    glance. Colour is the absolute gap (lighter is closer to the reference). A method with diverged seeds (the
+    board's ``excluded`` column) has it in its label; one diverged on every seed reads "diverged" in its cells, never
+    a number. With a Holm-adjusted board (``holm``) the title says so."""
     import matplotlib.pyplot as plt
 
     part = board.xs(task, level="task")
+    notes = part["excluded"] if "excluded" in part.columns else {}
+    adjusted = "holm" in part.columns and bool(part["holm"].any())
     gap = np.array([[part[f"{m} gap"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
     low = np.array([[part[f"{m} gap low"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
     high = np.array([[part[f"{m} gap high"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
@@ -130,15 +178,20 @@ def gap_heatmap(board, metrics: Sequence[str], *, task: str, scale: float = 100.
     for i in range(gap.shape[0]):
         for j in range(gap.shape[1]):
             if np.isnan(gap[i, j]):
+                if notes is not None and len(notes) and notes.iloc[i]:
+                    ax.text(j, i, "diverged", ha="center", va="center", fontsize=6, color="crimson")
                 continue
             interval = "" if not np.isfinite(low[i, j]) else f"\n[{low[i, j]:+.1f}, {high[i, j]:+.1f}]"
             ax.text(j, i, f"{gap[i, j]:+.1f}{interval}", ha="center", va="center", fontsize=6)
             if not (low[i, j] > 0 or high[i, j] < 0):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, ec="0.6"))
     ax.set_xticks(range(len(metrics)), list(metrics), fontsize=7, rotation=20)
-    ax.set_yticks(range(len(part.index)), list(part.index), fontsize=7)
+    labels = [f"{m} ({notes[m]})" if len(notes) and notes[m] else m for m in part.index]
+    ax.set_yticks(range(len(part.index)), labels, fontsize=7)
     ax.figure.colorbar(im, ax=ax, shrink=0.8, label="|gap to the reference| (points)")
-    ax.set_title(title or f"{task}: gap to the reference, mean [95 % interval]; hatched: includes 0", fontsize=9)
+    interval = "Holm-adjusted 95 % interval" if adjusted else "95 % interval"
+    ax.set_title((title + (" (Holm-adjusted)" if adjusted else "")) if title
+                 else f"{task}: gap to the reference, mean [{interval}]; hatched: includes 0", fontsize=9)
     return ax
 
 
@@ -148,12 +201,16 @@ def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: st
     front (:func:`unlearnlib.stats.pareto_front`) drawn as a step line and its methods named in bold.
 
     ``points`` is indexed by method with columns ``time`` and ``cost``; points at zero time (no unlearning) are
-    left out, since they cannot sit on a log axis."""
+    left out, since they cannot sit on a log axis. A point without a number (NaN: a method diverged on every seed)
+    is not drawn and is named under the axes, with the reason from an ``excluded`` column when ``points`` has one."""
     import matplotlib.pyplot as plt
 
     from .stats import pareto_front
 
-    points = points[points[time] > 0]
+    missing = points[points[[time, cost]].isna().any(axis=1)]
+    reasons = missing["excluded"] if "excluded" in missing.columns else {}
+    left_out = {m: (reasons.get(m) if len(reasons) and reasons.get(m) else "no value") for m in missing.index}
+    points = points[(points[time] > 0) & points[cost].notna()]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.5))
     palette = palette or method_palette(list(points.index))
@@ -167,4 +224,5 @@ def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: st
                     fontweight="bold" if on_front else "normal")
     ax.set_xscale("log")
     ax.set(xlabel="unlearning time (s, log scale)", ylabel=ylabel or cost, title=title)
+    _note_left_out(ax, left_out)
     return ax

@@ -34,7 +34,8 @@ class Profile:
     svc_max_samples: int = 2000
     #: how many samples a "random" forget task has on this profile
     random_forget: int = 600
-    #: the seed that hyperparameters are tuned on; never one of ``seeds``, which are reported
+    #: the seed that hyperparameters are tuned on; never one of ``seeds``, which are reported. With several tuning
+    #: seeds (``tuning_seeds``) it is the first of them
     tuning_seed: int = 100
     description: str = ""
     #: recipes that replace ``recipe`` for some datasets (the papers train longer on harder datasets)
@@ -51,8 +52,32 @@ class Profile:
     #: at most this many settings of every tuning grid (the first ones; :func:`unlearnlib.experiment.tune` and its
     #: siblings apply it and record it beside the budget). Only paper-smoke caps, for the same reason as ``pass_cap``
     grid_cap: int | None = None
+    #: the seeds every tuning setting is scored on (:func:`unlearnlib.experiment.tune` averages the score over them,
+    #: so that a choice does not hang on one seed's noise, nor on the float rounding of one CPU); the first is
+    #: ``tuning_seed``. Left empty, it is ``(tuning_seed,)``
+    tuning_seeds: tuple[int, ...] = ()
+    #: how many rounds of grid extension every method is allowed when its choice sits on the edge of a numeric axis of
+    #: its grid (:func:`unlearnlib.experiment.tune`); the same allowance for every method keeps the budget equal
+    tuning_extensions: int = 2
+
+    def __post_init__(self):
+        seeds = tuple(int(s) for s in self.tuning_seeds) or (int(self.tuning_seed),)
+        if seeds[0] != self.tuning_seed:
+            raise ValueError(f"tuning_seed ({self.tuning_seed}) must be the first of tuning_seeds {seeds}; give "
+                             f"tuning_seeds=({self.tuning_seed}, ...) or leave tuning_seeds empty")
+        if len(set(seeds)) != len(seeds):  # (that none is reported is checked where it matters: experiment.tune)
+            raise ValueError(f"tuning_seeds {seeds} must be distinct")
+        if isinstance(self.tuning_extensions, bool) or not isinstance(self.tuning_extensions, int) \
+                or self.tuning_extensions < 0:
+            raise ValueError(f"tuning_extensions must be a whole number >= 0, got {self.tuning_extensions!r}")
+        object.__setattr__(self, "tuning_seeds", seeds)
 
     def replace(self, **changes) -> "Profile":
+        """A copy with ``changes``. Changing ``tuning_seed`` alone makes it the first tuning seed and keeps the
+        others."""
+        if "tuning_seed" in changes and "tuning_seeds" not in changes:
+            first = changes["tuning_seed"]
+            changes["tuning_seeds"] = (first, *(s for s in self.tuning_seeds[1:] if s != first))
         return replace(self, **changes)
 
     def recipe_for(self, dataset: str) -> Recipe:
@@ -76,11 +101,14 @@ class Profile:
         for name, default in _LATER_FIELDS.items():  # as recipe_spec does: a profile that does not use them keeps
             if d[name] == default:                     # the description (and the keys hashed from it) it had
                 del d[name]
+        d["tuning_seeds"] = list(self.tuning_seeds)
+        if self.tuning_seeds == (self.tuning_seed,):   # one tuning seed, as before tuning_seeds existed
+            del d["tuning_seeds"]
         return d
 
 
 #: Profile fields added after results and cache keys were made from :meth:`Profile.as_dict`, with their defaults
-_LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}}
+_LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}, "tuning_extensions": 2}
 
 #: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
 #: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
@@ -93,16 +121,17 @@ PROFILES: dict[str, Profile] = {
         name="smoke", dataset="fashion-mnist", arch="small-cnn",
         recipe=Recipe(epochs=2, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle"),
         seeds=(0,), train_size=3000, test_size=1000, svc_max_samples=500, random_forget=100, quick=True,
+        tuning_extensions=1,  # one tuning seed and one extension round: the code paths, at a cost make test can carry
         description="CI check: a 3,000-image subset, two epochs; numbers are meaningless"),
     "cpu": Profile(
         name="cpu", dataset="fashion-mnist", arch="small-cnn",
         recipe=Recipe(epochs=10, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0, schedule="onecycle"),
-        seeds=(0, 1, 2), svc_max_samples=2000, random_forget=600,
+        seeds=(0, 1, 2), svc_max_samples=2000, random_forget=600, tuning_seeds=(100, 101),
         description="2 CPU cores: full Fashion-MNIST, small CNN, 10 epochs (~3 min per model)"),
     "paper": Profile(
         name="paper", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE,
-        seeds=(0, 1, 2), svc_max_samples=10000, random_forget=5000,
+        seeds=(0, 1, 2), svc_max_samples=10000, random_forget=5000, tuning_seeds=(100, 101),
         dataset_recipes={  # SSD's official epochs and milestones per dataset (pretrain_model.py and conf.py)
             "cifar20": _SSD_RECIPE.replace(epochs=40, milestones=(15, 30, 35)),
             "cifar100": _SSD_RECIPE.replace(epochs=200, milestones=(60, 120, 160)),

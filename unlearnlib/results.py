@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import platform
+import os
 import subprocess
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,25 +18,30 @@ import numpy as np
 
 from . import _io
 from .config import REPO_ROOT, results_root
+from .provenance import ALLOW_DIRTY_ENV
 from .training import hardware
 
 
 def git_commit() -> str:
-    """The commit the code ran from, with ``+dirty`` when tracked code differs from it (``unknown`` outside git)."""
+    """The commit the code ran from, with ``+dirty`` when the code differs from it (``unknown`` outside git).
+
+    "The code" is what ``make reproduce`` refuses to run with uncommitted changes
+    (:func:`~unlearnlib.provenance.uncommitted_code`): the library (``unlearnlib/``, ``pyproject.toml``) and the
+    chapters' code cells. A chapter's outputs and the results files are outputs of a run, not code; so are the
+    tests and the prose around the code."""
+    from .provenance import uncommitted_code
+
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        # executed chapters and results are outputs of the run, not code: they do not make the code "dirty"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)chapters/*.ipynb", ":(exclude)results"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+        return (sha + ("+dirty" if uncommitted_code() else "")) if sha else "unknown"
     except Exception:
         return "unknown"
 
 
 def environment() -> dict:
-    """Hardware, versions and commit: stored with every results file."""
+    """Hardware, versions and commit: stored with every results file. A dirty run (``+dirty``) also lists the
+    ``uncommitted`` files, and ``allow_dirty`` is True when ``make reproduce --allow-dirty`` ran it."""
     import sklearn
     import torch
 
@@ -48,7 +54,14 @@ def environment() -> dict:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"hardware": hardware(), "versions": versions, "commit": git_commit()}
+    env = {"hardware": hardware(), "versions": versions, "commit": git_commit()}
+    if env["commit"].endswith("+dirty"):
+        from .provenance import uncommitted_code
+
+        env["uncommitted"] = uncommitted_code()  # the files that differ from the commit
+    if os.environ.get(ALLOW_DIRTY_ENV) == "1":  # make reproduce ALLOW_DIRTY=1: a run its author knew was dirty
+        env["allow_dirty"] = True
+    return env
 
 
 def save_results(chapter: str, profile: str, records: Sequence[dict], *, config: dict | None = None,
@@ -88,15 +101,34 @@ def load_results(chapter: str | None = None, profile: str | None = None, *, root
 
 def summarize(df, metrics: Iterable[str], *, by: Sequence[str] = ("task", "method"), order: Sequence[str] = (),
               digits: int = 3):
-    """A table of ``mean ± std`` over seeds for each group in ``by``; methods listed in ``order`` come first."""
+    """A table of ``mean ± std`` over seeds for each group in ``by``; methods listed in ``order`` come first.
+
+    Diverged runs (``diverged`` True, :func:`unlearnlib.metrics.is_diverged`; a missing field means not diverged)
+    are left out of every number: ``seeds`` then reads "3 of 5" and a ``diverged`` column says "diverged on 2 of 5
+    seeds"; a group diverged on every seed reads that in place of every number. Without diverged runs the table is
+    as it always was (``seeds`` the number of runs)."""
     import pandas as pd
 
+    from .stats import diverged_flags, seeds_note
+
     metrics = [m for m in metrics if m in df.columns]
-    g = df.groupby(list(by), sort=False)[metrics]
-    mean, std, n = g.mean(), g.std(ddof=1), g.size()
+    flags = diverged_flags(df)
+    kept = df[~flags]
+    g = kept.groupby(list(by), sort=False)[metrics]
+    ran = df.groupby(list(by), sort=False).size()
+    gone = flags.groupby([df[c] for c in by], sort=False).sum().reindex(ran.index).astype(int)
+    mean, std = g.mean().reindex(ran.index), g.std(ddof=1).reindex(ran.index)
     fmt = lambda m, s: "–" if np.isnan(m) else (f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
-    table = pd.DataFrame({c: [fmt(a, b) for a, b in zip(mean[c], std[c])] for c in metrics}, index=mean.index)
-    table["seeds"] = n
+    table = pd.DataFrame({c: [fmt(a, b) for a, b in zip(mean[c], std[c])] for c in metrics}, index=ran.index)
+    notes = pd.Series([seeds_note(k, n) for k, n in zip(gone, ran)], index=ran.index)
+    none_left = (gone == ran).to_numpy()
+    for c in metrics:
+        table.loc[none_left, c] = notes[none_left]
+    if gone.any():
+        table["seeds"] = [str(n) if k == 0 else f"{n - k} of {n}" for k, n in zip(gone, ran)]
+        table["diverged"] = notes
+    else:
+        table["seeds"] = ran
     if order and "method" in by:
         rank = {m: i for i, m in enumerate(order)}
         table = table.sort_index(key=lambda idx: idx.map(lambda v: rank.get(v, len(rank)))

@@ -417,6 +417,9 @@ def cached_model(spec: dict, build: Callable[[], nn.Module], *, root: str | Path
                  label: str = "model") -> TrainedModel:
     """Return the model described by ``spec`` from the cache, or call ``build()`` (timed) and cache it.
 
+    The file name is a hash of ``spec`` (:func:`cache_key`), so the spec must hold everything that determines the
+    model; :func:`train_or_load` puts the fingerprint of the training code in it, so a change there retrains.
+
     ``build`` must return a trained model. The file ``<root>/<label>-<hash>.pt`` holds the state dict, the spec,
     the training time and the hardware. A file that cannot be read is rebuilt with a warning.
     """
@@ -457,14 +460,19 @@ def train_or_load(data: ImageData, indices, arch: str, recipe: Recipe, *, seed: 
     """Train ``arch`` on ``data.x_train[indices]`` with ``recipe`` and ``seed`` once; afterwards load it.
 
     ``role`` ("original", "retrain", ...) only labels the progress bar; the key is the content: dataset
-    fingerprint, the indices, the architecture, the recipe and the seed. So the retrain model of a task is shared by
-    every chapter that uses the same task and profile, whatever it calls the model.
+    fingerprint, the indices, the architecture, the recipe, the seed and the fingerprint of the code that trains
+    (:func:`~unlearnlib.provenance.training_fingerprint`: ``training``, ``models`` and ``data``, blind to docstrings
+    and comments). So the retrain model of a task is shared by every chapter that uses the same task and profile,
+    whatever it calls the model, and a change to the code of those modules retrains every model (a checkpoint
+    trained by other code is never loaded as if this code had trained it).
     """
+    from .provenance import training_fingerprint
+
     model_spec = {"arch": arch, "num_classes": data.num_classes, "in_channels": data.in_channels,
                   "image_size": data.image_size, "pretrained": pretrained}  # what build_model records
     spec = {"dataset": data.spec, "data_fingerprint": data.fingerprint(), "indices": indices_digest(indices),
             "n_train": int(len(indices)), "model": model_spec, "recipe": recipe_spec(recipe), "seed": seed,
-            "version": 1}
+            "version": 1, "code": training_fingerprint()}
 
     def build() -> nn.Module:  # only on a cache miss: no model is built (or weights fetched) for a hit
         model = model_for(data, arch, seed=seed, pretrained=pretrained)

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..models import InstanceFilter, MaskedLogits, fresh_copy
 from ..training import Recipe, accuracy, batches, make_optimizer, noise_generator, set_seed, train_model
-from . import register
+from . import not_finite, register, report_divergence
 
 
 @register("original", paper="no unlearning")
@@ -119,13 +119,26 @@ def gradient_ascent(model: nn.Module, task, *, seed: int = 0, device="cpu", epoc
     set_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
+    step = 0
     for epoch in range(epochs):
         for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epoch,
                             device=device):
+            step += 1
             opt.zero_grad(set_to_none=True)
-            (-F.cross_entropy(model(x), y)).backward()
+            loss = -F.cross_entropy(model(x), y)
+            if not_finite(loss):
+                return report_divergence(model, step, "non-finite loss")
+            loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             opt.step()
+    return _check_final_weights(model, step)
+
+
+def _check_final_weights(model: nn.Module, step: int) -> nn.Module:
+    """A step loop's last update is never followed by a loss to check: report the run as diverged at that ``step``
+    when it left a weight that is not finite."""
+    if not_finite(*(p.detach() for p in model.parameters())):
+        return report_divergence(model, step, "non-finite weights after the last step")
     return model
 
 
@@ -140,18 +153,22 @@ def neggrad_plus(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs:
     opt, sched = make_optimizer(model, Recipe(epochs=epochs, lr=lr, schedule="cosine", batch_size=batch_size),
                                 steps)
     model.train()
+    step = 0
     for epoch in range(epochs):
         forget = itertools.cycle(list(batches(task.data, task.forget_idx, batch_size, shuffle=True,
                                               seed=seed * 1000 + epoch + 500, device=device)))
         for (xr, yr), (xf, yf) in zip(batches(task.data, task.retain_idx, batch_size, shuffle=True,
                                               seed=seed * 1000 + epoch, device=device), forget):
+            step += 1
             opt.zero_grad(set_to_none=True)
             loss = alpha * F.cross_entropy(model(xr), yr) - (1 - alpha) * F.cross_entropy(model(xf), yf)
+            if not_finite(loss):
+                return report_divergence(model, step, "non-finite loss")
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             opt.step()
             sched.step()
-    return model
+    return _check_final_weights(model, step)
 
 
 @register("random_labels", paper="Golatkar et al. 2020; Graves et al. 2021 (amnesiac)")
@@ -180,11 +197,22 @@ def _train_with_random_labels(model: nn.Module, task, *, seed: int, device, epoc
 def saliency_mask(model: nn.Module, data, indices, *, sparsity: float = 0.5, batch_size: int = 128,
                   device="cpu") -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: the absolute value of the gradient of the summed cross-entropy on ``indices`` (the
-    forget set, with the labels it was trained on), and a 0/1 mask that is 1 on the ``sparsity`` share of all
-    weights (ranked together, across layers) where it is largest, never one whose gradient is exactly 0 (so the mask
-    can hold fewer weights than asked). BatchNorm runs on its running statistics."""
+    forget set, with the labels it was trained on), and a 0/1 mask that is 1 on the ``sparsity`` share of the *live*
+    weights, those whose gradient is not exactly 0 (ranked together, across layers), where it is largest.
+
+    Weights with a zero gradient (dead units, or the held-back extra capacity of a capacity model, which is most of
+    its weights) are never salient and do not count in the share: ranking all weights would put the threshold at 0
+    once more than ``1 - sparsity`` of them are dead, and the mask would then hold every live weight, which makes
+    SalUn plain random labelling. Ties at the threshold are all kept. BatchNorm runs on its running statistics."""
     if not 0 < sparsity <= 1:
         raise ValueError(f"sparsity must be in (0, 1], got {sparsity}")
+    return mask_from_gradients(forget_gradients(model, data, indices, batch_size=batch_size, device=device),
+                               sparsity)
+
+
+def forget_gradients(model: nn.Module, data, indices, *, batch_size: int = 128,
+                     device="cpu") -> dict[str, torch.Tensor]:
+    """The gradient of the summed cross-entropy on ``indices`` for every trainable weight, BatchNorm in eval mode."""
     if len(indices) == 0:
         raise ValueError("the saliency mask needs at least one forget sample")
     model.eval()
@@ -197,22 +225,36 @@ def saliency_mask(model: nn.Module, data, indices, *, sparsity: float = 0.5, bat
             if p.grad is not None:
                 grads[n] += p.grad
     model.zero_grad(set_to_none=True)
+    return grads
+
+
+def mask_from_gradients(grads: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """1 on the ``sparsity`` share of the live (non-zero) entries of ``grads`` with the largest magnitude, else 0."""
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
-    keep = max(1, int(round(sparsity * flat.numel())))
-    threshold = torch.topk(flat, keep, sorted=True).values[-1]
-    # a weight whose gradient is exactly 0 is never salient: when more than 1 - sparsity of the gradients are 0
-    # (dead ReLUs, a saturated model), the threshold is 0 and ">=" alone would select every weight
-    return {n: ((g.abs() >= threshold) & (g != 0)).float() for n, g in grads.items()}
+    live = flat[flat != 0]
+    if live.numel() == 0:
+        raise ValueError("no weight receives a gradient from the forget loss, so none is salient; check that the "
+                         "model's output depends on its trainable weights")
+    keep = max(1, int(round(sparsity * live.numel())))
+    threshold = torch.topk(live, keep, sorted=True).values[-1]   # > 0: ranked among the live weights only
+    return {n: (g.abs() >= threshold).float() for n, g in grads.items()}
 
 
 @register("salun", paper="Fan et al., ICLR 2024 (SalUn: saliency-based unlearning)")
 def salun(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 1, lr: float = 0.01,
           batch_size: int = 128, weight_decay: float = 5e-4, sparsity: float = 0.5) -> nn.Module:
     """Random labelling on D_f (uniformly random *wrong* labels) together with D_r, where only the salient weights
-    (:func:`saliency_mask`) receive gradient; weight decay still applies to every weight, as in the official code,
-    which multiplies the gradients by the mask before the optimizer step."""
+    (:func:`saliency_mask`: the ``sparsity`` share of the weights that receive a forget-loss gradient) receive
+    gradient; weight decay still applies to every weight, as in the official code, which multiplies the gradients by
+    the mask before the optimizer step. ``unlearn_info`` records ``salient_share`` (the share of the live weights in
+    the mask), ``salient_share_all`` (its share of all weights) and ``live_share`` (the share of weights that are
+    live)."""
     model.to(device)
-    mask = saliency_mask(model, task.data, task.forget_idx, sparsity=sparsity, batch_size=batch_size, device=device)
+    if not 0 < sparsity <= 1:
+        raise ValueError(f"sparsity must be in (0, 1], got {sparsity}")
+    grads = forget_gradients(model, task.data, task.forget_idx, batch_size=batch_size, device=device)
+    mask = mask_from_gradients(grads, sparsity)
+    n_live = float(sum((g != 0).sum() for g in grads.values()))
     hooks = [p.register_hook(lambda g, m=mask[n]: g * m) for n, p in model.named_parameters() if n in mask]
     try:
         model = _train_with_random_labels(model, task, seed=seed, device=device, epochs=epochs, lr=lr,
@@ -220,8 +262,9 @@ def salun(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 
     finally:
         for h in hooks:
             h.remove()
-    model.unlearn_info = {"salient_share": float(sum(m.sum() for m in mask.values()) /
-                                                 sum(m.numel() for m in mask.values()))}
+    selected, n_all = float(sum(m.sum() for m in mask.values())), float(sum(m.numel() for m in mask.values()))
+    model.unlearn_info = {"salient_share": selected / n_live, "salient_share_all": selected / n_all,
+                          "live_share": n_live / n_all}
     return model
 
 
@@ -249,34 +292,50 @@ def npo(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
     """NPO on D_f with the original as the frozen reference (SGD, momentum 0.9), as the REM benchmark's NPO
     baseline runs it: at least one pass over D_f and at most ``epochs``, stopping before a pass once the accuracy on
     D_f is at most ``stop_acc``. ``select="proxy"`` keeps the pass with the best :func:`selection_proxy` (gamma =
-    ``stop_acc``; the original itself is not a candidate), ``"last"`` the last pass."""
+    ``stop_acc``; the original itself is not a candidate), ``"last"`` the last pass.
+
+    A non-finite loss stops the run, which is reported as diverged (:func:`~unlearnlib.methods.report_divergence`);
+    a pass whose outputs are not finite (its proxy is NaN) is never selected and stops the run the same way."""
     if select not in ("proxy", "last"):
         raise ValueError(f"select must be 'proxy' or 'last', got {select!r}")
     _check_positive("epochs", epochs, integer=True)
     set_seed(seed)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    best, best_state, best_epoch, epochs_run, acc_f = -1.0, None, 0, 0, None
+    best, best_state, best_epoch, epochs_run, acc_f, step = -1.0, None, 0, 0, None, 0
+    diverged = None   # (step, reason) of the first non-finite loss or output
     while epochs_run < epochs and (acc_f is None or acc_f > stop_acc):  # the first pass is always made
         model.train()
         for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed * 1000 + epochs_run,
                             device=device, augment=augment):
+            step += 1
             with torch.no_grad():
                 ref_logits = ref(x)
             opt.zero_grad(set_to_none=True)
-            npo_loss(model(x), ref_logits, y, beta).mean().backward()
+            loss = npo_loss(model(x), ref_logits, y, beta).mean()
+            if not_finite(loss):
+                diverged = (step, "non-finite loss")
+                break
+            loss.backward()
             opt.step()
+        if diverged:
+            break
         epochs_run += 1
         if select == "proxy":  # the proxy's accuracy on D_f is also the stopping rule's
             proxy, _, acc_f = selection_proxy(model, task, gamma=stop_acc, device=device)
+            if not np.isfinite(proxy):   # NaN outputs: never a candidate
+                diverged = (step, "non-finite outputs")
+                break
             if proxy > best:
                 best, best_state, best_epoch = proxy, copy.deepcopy(model.state_dict()), epochs_run
         elif epochs_run < epochs:
             acc_f = accuracy(model, task.data, task.forget_idx, split="train", device=device)
-    if select == "proxy":
+    if select == "proxy" and best_state is not None:
         model.load_state_dict(best_state)
     model.unlearn_info = {"epochs": epochs_run, "selected_epoch": best_epoch if select == "proxy" else epochs_run}
-    return model
+    if diverged:
+        return report_divergence(model, *diverged)
+    return _check_final_weights(model, step)
 
 
 def _linear_warmup_decay(step: int, total: int) -> float:
@@ -295,39 +354,93 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
                     reduction="batchmean") * temperature ** 2
 
 
+#: SCRUB's learning rates to tune over: the official one (5e-4, SGD, the authors' large-scale notebook, whose max
+#: steps run at the same rate) and lower ones. Measured with the official defaults on the smoke full-class tuning
+#: request (Sandal, tuning seed 100): every rate up to 1e-2 stayed finite, 5e-2 diverged at step 8 (in the first max
+#: pass); at 5e-4 the remaining classes' validation accuracy fell from 0.815 to 0.647, at 2e-4 it was 0.803.
+SCRUB_LRS = (5e-5, 1e-4, 2e-4, 5e-4)
+#: the official code's step schedule: the rate is multiplied by 0.1 after each of these (1-based) epochs
+SCRUB_LR_DECAY_EPOCHS = (3, 5, 9)
+SCRUB_SCHEDULES = ("official", "rem")
+
+
+def scrub_grid(lrs=SCRUB_LRS, **fixed) -> list[dict]:
+    """A SCRUB tuning grid over ``lrs`` (by default :data:`SCRUB_LRS`: the official rate and lower ones), with the
+    other hyperparameters ``fixed``."""
+    return [{**fixed, "lr": lr} for lr in lrs]
+
+
+def _scrub_lr_factor(schedule: str, step: int, epoch: int, total: int) -> float:
+    """The factor on SCRUB's base rate at ``step`` (0-based, over all passes) in 0-based ``epoch``."""
+    if schedule == "rem":
+        return _linear_warmup_decay(step, total)
+    return 0.1 ** sum(epoch + 1 > d for d in SCRUB_LR_DECAY_EPOCHS)
+
+
+def _scrub_selection_images(task) -> np.ndarray:
+    """The validation images SCRUB's model selection reads: those of what remains (``task.val_retain_idx``: on a class
+    task the forgotten class's images are left out, since scoring them would reward keeping the class)."""
+    return np.asarray(task.val_retain_idx, np.int64)
+
+
 @register("scrub", paper="Kurmanji et al. 2023 (NeurIPS), SCRUB")
 def scrub(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 3, max_epochs: int = 2,
-          lr: float = 0.005, alpha: float = 0.01, gamma: float = 1.0, temperature: float = 4.0,
-          batch_size: int = 128, weight_decay: float = 5e-4, max_loss: str = "kl",
-          select: str = "validation") -> nn.Module:
+          lr: float = 5e-4, alpha: float = 0.001, gamma: float = 0.99, temperature: float = 4.0,
+          batch_size: int = 128, forget_batch_size: int = 32, weight_decay: float = 5e-4, max_loss: str = "kl",
+          schedule: str = "official", select: str = "validation") -> nn.Module:
     """SCRUB: ``epochs`` "min" passes over D_r on ``gamma`` CE + ``alpha`` T^2 KL(teacher || student), the first
     ``max_epochs`` of them each preceded by a "max" pass over D_f that pushes the student away from the teacher (the
     original): ``max_loss="kl"`` ascends T^2 KL, as SCRUB's own code does; ``"ce+kl"`` ascends CE + ``alpha`` T^2
-    KL, as the REM benchmark's copy does. SGD with momentum 0.9 under the REM code's schedule (linear warm-up over
-    1 % of the steps, then linear decay to about 0.2 x). ``select="validation"`` keeps the pass (max or min) with
-    the best accuracy on the validation split (the REM code picks it on the test split); ``"last"`` keeps the last
-    pass, as does a task without a validation split."""
+    KL, as the REM benchmark's copy does.
+
+    Defaults are the authors' (github.com/meghdadk/SCRUB, ``large_scale_unlearning.ipynb``, CIFAR): SGD with
+    momentum 0.9, lr 5e-4 for both the max and the min steps, weight decay 5e-4, 3 epochs of which the first 2 have a
+    max pass (``msteps``), gamma 0.99, alpha 0.001, T 4, batches of 128 on D_r and 32 on D_f. ``schedule="official"``
+    is their step schedule (x0.1 after epochs 3, 5 and 9, so constant over 3 epochs); ``"rem"`` the REM code's
+    (linear warm-up over 1 % of the steps, then linear decay to about 0.2 x). Neither clips gradients (the official
+    loop defines ``clip=0.2`` but its clipping call is commented out) nor smooths.
+
+    What keeps the ascent bounded: nothing but the step size. The gradient of T^2 KL with respect to the student's
+    logits is ``T (p_s - p_t)`` per sample (divided by the batch), so it is bounded, but the max pass follows it
+    without limit, so a large enough rate runs away (on the smoke data 5e-2 did; the comparison chapter's chosen
+    rate gave non-finite outputs on its larger data; see :data:`SCRUB_LRS`). A non-finite loss or validation output
+    stops the run, which is then reported
+    as diverged (:func:`~unlearnlib.methods.report_divergence`), never scored.
+
+    Departures from the official code: ``select="validation"`` keeps the pass (max or min) with the best accuracy on
+    the validation images of what remains (``task.val_retain_idx``; the official code keeps the last epoch, the REM
+    code picks on the test split); ``"last"`` keeps the last pass, as does a task without a validation split. The
+    student trains in train mode (as the official code), the teacher in eval mode.
+    """
     if max_epochs > epochs:
         raise ValueError(f"max_epochs ({max_epochs}) cannot exceed epochs ({epochs})")
     if max_loss not in ("kl", "ce+kl"):
         raise ValueError(f"max_loss must be 'kl' (SCRUB) or 'ce+kl' (the REM benchmark's copy), got {max_loss!r}")
     if select not in ("validation", "last"):
         raise ValueError(f"select must be 'validation' or 'last', got {select!r}")
+    if schedule not in SCRUB_SCHEDULES:
+        raise ValueError(f"schedule must be 'official' (SCRUB's step decay) or 'rem' (the REM code's warm-up and "
+                         f"linear decay), got {schedule!r}")
     set_seed(seed)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    n_batches = lambda idx: -(-len(idx) // batch_size)  # noqa: E731
-    total = max_epochs * n_batches(task.forget_idx) + epochs * n_batches(task.retain_idx)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _linear_warmup_decay(s, total))
-    val = np.asarray(task.data.val_idx if task.data.val_idx is not None else [], np.int64)
+    n_batches = lambda idx, size: -(-len(idx) // size)  # noqa: E731
+    total = max_epochs * n_batches(task.forget_idx, forget_batch_size) + epochs * n_batches(task.retain_idx,
+                                                                                              batch_size)
+    val = _scrub_selection_images(task)
     select = select if len(val) else "last"
-    best, best_state, best_pass, passes = -1.0, None, 0, 0
+    best, best_state, best_pass, passes, step = -1.0, None, 0, 0, 0
+    diverged = None   # (step, reason) of the first non-finite loss or validation output
     for epoch in range(epochs):
-        parts = ([("max", task.forget_idx)] if epoch < max_epochs else []) + [("min", task.retain_idx)]
-        for kind, idx in parts:
+        parts = ([("max", task.forget_idx, forget_batch_size)] if epoch < max_epochs else []) + \
+                [("min", task.retain_idx, batch_size)]
+        for kind, idx, size in parts:
             model.train()
             order_seed = seed * 1000 + 2 * epoch + (kind == "min")
-            for x, y in batches(task.data, idx, batch_size, shuffle=True, seed=order_seed, device=device):
+            for x, y in batches(task.data, idx, size, shuffle=True, seed=order_seed, device=device):
+                for group in opt.param_groups:
+                    group["lr"] = lr * _scrub_lr_factor(schedule, step, epoch, total)
+                step += 1
                 with torch.no_grad():
                     t = teacher(x)
                 opt.zero_grad(set_to_none=True)
@@ -337,19 +450,30 @@ def scrub(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 
                     loss = -kl if max_loss == "kl" else -(F.cross_entropy(logits, y) + alpha * kl)
                 else:
                     loss = gamma * F.cross_entropy(logits, y) + alpha * kl
+                if not_finite(loss):
+                    diverged = (step, "non-finite loss")
+                    break
                 loss.backward()
                 opt.step()
-                sched.step()
+            if diverged:
+                break
             passes += 1
             if select == "validation":
                 score = accuracy(model, task.data, val, split="train", device=device)
+                if not np.isfinite(score):   # NaN outputs: never a candidate
+                    diverged = (step, "non-finite outputs")
+                    break
                 if score > best:
                     best, best_state, best_pass = score, copy.deepcopy(model.state_dict()), passes
-    if select == "validation":
+        if diverged:
+            break
+    if select == "validation" and best_state is not None:
         model.load_state_dict(best_state)
     model.unlearn_info = {"passes": passes, "selected_pass": best_pass if select == "validation" else passes,
-                          "selected_on": select}
-    return model
+                          "selected_on": select, "selection_images": int(len(val)) if select == "validation" else 0}
+    if diverged:
+        return report_divergence(model, *diverged)
+    return _check_final_weights(model, step)
 
 
 def _check_positive(name: str, value, *, integer: bool = False, hint: str = "") -> None:

@@ -84,11 +84,32 @@ def select_top(scores: Scores, fraction: float) -> dict[str, torch.Tensor]:
     return {n: s >= threshold for n, s in scores.items()}
 
 
-def random_masks(model: nn.Module, fraction: float, seed: int) -> dict[str, torch.Tensor]:
-    """The same number of parameters as :func:`select_top` would choose, but at random (the ablation's control)."""
+def random_masks(model: nn.Module, fraction: float, seed: int, *, size: int | None = None) -> dict[str, torch.Tensor]:
+    """Exactly ``size`` parameters drawn uniformly at random (the ablation's control); ``size`` None means the
+    ``fraction`` of all parameters that one :func:`select_top` ranking would choose. To compare with a relevance
+    selection, pass its size (:func:`mask_size`): with several restricted classes that selection is a union of
+    per-class top-``fraction`` sets and holds up to that many times more."""
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    if size is None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        size = max(1, int(round(fraction * total)))
+    if not 0 < size <= total:
+        raise ValueError(f"size must be between 1 and the number of parameters ({total}), got {size}")
     gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(p.shape, generator=gen).to(p.device) for n, p in model.named_parameters()}
-    return select_top(scores, fraction)
+    flat = torch.zeros(total, dtype=torch.bool)
+    flat[torch.randperm(total, generator=gen)[:size]] = True
+    masks, start = {}, 0
+    for n, p in params.items():
+        masks[n] = flat[start:start + p.numel()].view(p.shape).to(p.device)
+        start += p.numel()
+    return masks
+
+
+def mask_size(masks: dict[str, torch.Tensor]) -> int:
+    """How many parameters ``masks`` select."""
+    return int(sum(int(m.sum()) for m in masks.values()))
 
 
 def redirect_targets(original: nn.Module, x: torch.Tensor, restricted: list[int]) -> torch.Tensor:
@@ -117,13 +138,16 @@ def restricted_classes(task) -> list[int]:
 def selection_masks(model: nn.Module, task, *, selection: str, fraction: float, seed: int = 0,
                     chunk_size: int = 64, device="cpu") -> dict[str, torch.Tensor]:
     """Which parameters the removal step may change: by relevance ratio (the top ``fraction`` for each restricted
-    class, united), all of them, or a random set of ``fraction`` of them."""
+    class, united), all of them, or a random set of exactly as many parameters as the relevance selection holds
+    (the union, counted; so the random control has the same size on any number of restricted classes)."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
     if selection == "all":
         return {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
     if selection == "random":
-        return random_masks(model, fraction, seed)
+        relevant = selection_masks(model, task, selection="relevance", fraction=fraction, seed=seed,
+                                   chunk_size=chunk_size, device=device)
+        return random_masks(model, fraction, seed, size=mask_size(relevant))
     r_r = relevance(model, task.data, task.retain_idx, chunk_size=chunk_size, device=device)
     y = task.data.y_train.numpy()
     masks = None
@@ -181,6 +205,7 @@ def classlevel(model: nn.Module, task, *, seed: int = 0, device="cpu", fraction:
                 for n, p in params.items():
                     if masks[n].any():
                         p.copy_(torch.where(masks[n], p, start[n]))
+    model.unlearn_info = {"selected": mask_size(masks), "selection": selection}
     return model
 
 

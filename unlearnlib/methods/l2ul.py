@@ -57,7 +57,7 @@ from torch import nn
 
 from .._progress import tqdm
 from ..training import batches, set_seed
-from . import register
+from . import register, report_divergence
 
 VARIANTS = {  # the settings the paper compares, as keyword arguments of :func:`l2ul`
     "naive": dict(adversarial=False, importance=False),
@@ -294,7 +294,10 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
 
     Divergence guard: gradient ascent on an unbounded loss can run away. When the loss of a step, or the forget
     instances' logits, stop being finite, training stops there and the run reports ``diverged``; it never counts as
-    success, even though a model that outputs NaN "misclassifies" everything. The returned model's ``unlearn_info``
+    success, even though a model that outputs NaN "misclassifies" everything. It is reported with
+    :func:`~unlearnlib.methods.report_divergence`: ``diverged_step`` is the step whose loss was not finite (one past
+    the last update) or the last update, after which the forget instances' logits were not finite; a run scorer
+    then records NaN metrics, never the NaN model's accuracies. The returned model's ``unlearn_info``
     holds the steps taken, whether every instance ended misclassified (``success``), whether the run diverged, and the
     share of adversarial examples the original model assigns to their attack label.
     """
@@ -314,14 +317,14 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     goal = _relabel_targets(model, x_f, y_f, relabel_to, data.num_classes) if objective == "relabel" else None
     pixel = PixelSpace(model, data.mean, data.std)
 
-    diverged = False
+    diverged, diverged_at = False, None   # diverged_at: (step, reason) of the first non-finite loss or output
 
     @torch.no_grad()
     def done() -> bool:
-        nonlocal diverged
+        nonlocal diverged, diverged_at
         logits = model.eval()(x_f)
         if not torch.isfinite(logits).all():
-            diverged = True
+            diverged, diverged_at = True, (steps, "non-finite outputs")
             return False
         pred = logits.argmax(1)
         return bool((pred == goal).all()) if goal is not None else bool((pred != y_f).all())
@@ -343,7 +346,8 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     gen = torch.Generator().manual_seed(seed)
     forget_batches = _endless_positions(len(forget), forget_batch_size, gen)
     retain_batches = _endless(data, task.retain_idx, adv_batch_size, seed + 7, device) if retain_oracle else None
-    steps, passes, success = 0, 0, done()
+    steps, passes = 0, 0
+    success = done()
     bar = tqdm(desc="L2UL steps", disable=not progress, leave=False)
     step_cap = math.inf if max_steps is None else max_steps
     while not success and not diverged and passes < max_passes and steps < step_cap:
@@ -369,7 +373,7 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
             if anchor is not None:
                 loss = loss + lam / 2 * sum((w * (p - p0) ** 2).sum() for p, w, p0 in anchor)
             if not torch.isfinite(loss):
-                diverged = True
+                diverged, diverged_at = True, (steps + 1, "non-finite loss")
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -389,6 +393,8 @@ def l2ul(model: nn.Module, task, *, seed: int = 0, device="cpu", adversarial: bo
     model.unlearn_info = {"steps": steps, "passes": passes, "success": success and not diverged,
                           "diverged": diverged,
                           "adv_examples": 0 if adv is None else len(adv), "adv_hit_rate": hit_rate}
+    if diverged:
+        return report_divergence(model, *diverged_at)
     return model
 
 
@@ -402,6 +408,10 @@ class ProgressTrace:
     Variants that stop at a step cap have made different amounts of progress; comparing them at the step where each
     reaches the *same* forget accuracy (:func:`at_matched_progress`) separates "forgets with less damage" from "has
     forgotten less so far". Inputs are normalised images; the model is only evaluated, never trained.
+
+    A model whose outputs on the forget or probe images are not finite is never recorded: the trace stops there and
+    ``diverged_step`` holds that step, so no row (and no :func:`at_matched_progress` reading) comes from a model that
+    has diverged, whose NaN outputs would "misclassify" everything.
     """
 
     def __init__(self, x_forget: torch.Tensor, y_forget: torch.Tensor, x_probe: torch.Tensor,
@@ -412,6 +422,7 @@ class ProgressTrace:
         self.every = every
         self.rows: list[dict] = []
         self.last_step, self.last_model = 0, None
+        self.diverged_step: int | None = None
 
     def __call__(self, step: int, model: nn.Module) -> None:
         self.last_step, self.last_model = step, model
@@ -427,11 +438,15 @@ class ProgressTrace:
     @torch.no_grad()
     def record(self, step: int, model: nn.Module) -> None:
         """Record the state at ``step`` whatever ``every`` is (e.g. step 0, before training, and the last step)."""
-        if self.rows and self.rows[-1]["step"] == step:
+        if self.diverged_step is not None or (self.rows and self.rows[-1]["step"] == step):
             return
         model.eval()
-        forget = (model(self.x_forget).argmax(1) == self.y_forget).float().mean().item()
-        probe = (model(self.x_probe).argmax(1) == self.y_probe).float().mean().item()
+        logits_forget, logits_probe = model(self.x_forget), model(self.x_probe)
+        if not (torch.isfinite(logits_forget).all() and torch.isfinite(logits_probe).all()):
+            self.diverged_step = step
+            return
+        forget = (logits_forget.argmax(1) == self.y_forget).float().mean().item()
+        probe = (logits_probe.argmax(1) == self.y_probe).float().mean().item()
         self.rows.append({"step": step, "forget_acc": forget, "probe_acc": probe})
 
 

@@ -46,8 +46,30 @@ from torch import nn
 from .._progress import tqdm
 from ..models import CapacityModel
 from ..training import accuracy, batches, set_seed
-from . import register
+from . import not_finite, register, report_divergence
 from .baselines import npo_loss, selection_proxy
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised by :func:`flush` and :func:`repair` at a loss that is not finite; ``step`` counts the optimizer steps
+    of the whole run, this one included."""
+
+    def __init__(self, step: int):
+        super().__init__(f"non-finite loss at step {step}")
+        self.step = step
+
+
+class StepCount:
+    """The optimizer steps a REM run has taken (shared by its flush and repair passes)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def next(self, loss: torch.Tensor) -> None:
+        """Count one step and raise :class:`NonFiniteLoss` if its ``loss`` is not finite."""
+        self.value += 1
+        if not_finite(loss):
+            raise NonFiniteLoss(self.value)
 
 
 def preference_score(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -67,8 +89,10 @@ def check_capacity(model: nn.Module) -> CapacityModel:
 
 
 def flush(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Optimizer, *, shared_id: int, beta: float,
-          batch_size: int, seed: int, device, augment: bool = False) -> None:
-    """One pass of NPO over D_f through theta_o1 ("drop" mode); the reference sees D_f under the shared mask."""
+          batch_size: int, seed: int, device, augment: bool = False, steps: StepCount | None = None) -> None:
+    """One pass of NPO over D_f through theta_o1 ("drop" mode); the reference sees D_f under the shared mask.
+    ``steps`` counts the steps and stops the pass at a non-finite loss (:class:`NonFiniteLoss`)."""
+    steps = steps or StepCount()
     model.train()
     for x, y in batches(task.data, task.forget_idx, batch_size, shuffle=True, seed=seed, device=device,
                         augment=augment):
@@ -76,14 +100,19 @@ def flush(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Optim
         with torch.no_grad():
             ref_logits = ref(x, ids)
         opt.zero_grad(set_to_none=True)
-        npo_loss(model(x), ref_logits, y, beta).mean().backward()
+        loss = npo_loss(model(x), ref_logits, y, beta).mean()
+        steps.next(loss)
+        loss.backward()
         opt.step()
 
 
 def repair(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Optimizer, *, shared_id: int,
-           beta: float, batch_size: int, seed: int, device, augment: bool = False) -> float:
+           beta: float, batch_size: int, seed: int, device, augment: bool = False,
+           steps: StepCount | None = None) -> float:
     """One pass over the whole training set through the masked network (D_f under the shared mask, every other
-    sample under its own), with NPO on theta_o1 for the D_f samples of each batch. Returns the mean loss."""
+    sample under its own), with NPO on theta_o1 for the D_f samples of each batch. Returns the mean loss. ``steps``
+    counts the steps and stops the pass at a non-finite loss (:class:`NonFiniteLoss`)."""
+    steps = steps or StepCount()
     model.train()
     everything = task.train_idx  # D_f + D_r; the validation split is never trained on
     known = torch.zeros(len(task.data.y_train), dtype=torch.bool)
@@ -104,6 +133,7 @@ def repair(model: CapacityModel, ref: CapacityModel, task, opt: torch.optim.Opti
             ce_base = F.cross_entropy(model(x[f]), y[f], reduction="none")
             loss = torch.cat([loss[~f], loss[f] - preference_score(ce_base, ce_ref[f], beta)])
         opt.zero_grad(set_to_none=True)
+        steps.next(loss.mean())
         loss.mean().backward()
         opt.step()
         total, n = total + loss.sum().item(), n + len(y)
@@ -118,7 +148,9 @@ def rem(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
     extra capacity (D_f sharing one mask), for ``epochs`` rounds; keep the round with the best proxy; drop theta_o2.
 
     ``redirect=False`` is the paper's "REMGEN" ablation: the repair pass runs through theta_o1 only (no masks), so
-    nothing can be redirected. The official defaults are ``epochs`` ~10 passes (980 steps at batch 512 on CIFAR-10),
+    nothing can be redirected. A non-finite loss stops the run, which is reported as diverged
+    (:func:`~unlearnlib.methods.report_divergence`); a round whose proxy is not finite is never kept and stops it too.
+    The official defaults are ``epochs`` ~10 passes (980 steps at batch 512 on CIFAR-10),
     SGD lr 0.005, p_mem 0.2, beta 1, gamma 0.2 and at most 100 flush passes per round.
     """
     model = check_capacity(model)
@@ -135,22 +167,33 @@ def rem(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 10
     best_proxy, acc_r, acc_f = selection_proxy(model, task, gamma=gamma, device=device)
     best_state, best_round = copy.deepcopy(model.state_dict()), 0
     history = [{"round": 0, "flush_passes": 0, "proxy": best_proxy, "acc_retain": acc_r, "acc_forget": acc_f}]
+    steps, diverged = StepCount(), None
     for rnd in tqdm(range(1, epochs + 1), desc="REM rounds", disable=not progress, leave=False):
         passes = 0
-        while passes < max_flush and accuracy(model, task.data, task.forget_idx, split="train",
-                                              device=device) > gamma:
-            flush(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
-                  seed=seed * 100_000 + rnd * 1000 + passes, device=device, augment=augment)
-            passes += 1
-        loss = repair(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
-                      seed=seed * 100_000 + rnd, device=device, augment=augment)
+        try:
+            while passes < max_flush and accuracy(model, task.data, task.forget_idx, split="train",
+                                                  device=device) > gamma:
+                flush(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
+                      seed=seed * 100_000 + rnd * 1000 + passes, device=device, augment=augment, steps=steps)
+                passes += 1
+            loss = repair(model, ref, task, opt, shared_id=shared_id, beta=beta, batch_size=batch_size,
+                          seed=seed * 100_000 + rnd, device=device, augment=augment, steps=steps)
+        except NonFiniteLoss as stop:
+            diverged = (stop.step, "non-finite loss")
+            break
         proxy, acc_r, acc_f = selection_proxy(model, task, gamma=gamma, device=device)
         history.append({"round": rnd, "flush_passes": passes, "proxy": proxy, "acc_retain": acc_r,
                         "acc_forget": acc_f, "repair_loss": loss})
+        if not np.isfinite(proxy):   # NaN outputs: never kept
+            diverged = (steps.value, "non-finite outputs")
+            break
         if proxy > best_proxy:
             best_proxy, best_state, best_round = proxy, copy.deepcopy(model.state_dict()), rnd
     model.load_state_dict(best_state)
     model.discard_capacity()
     model.unlearn_info = {"best_round": best_round, "best_proxy": best_proxy,
-                          "flush_passes": sum(h["flush_passes"] for h in history), "history": history}
+                          "flush_passes": sum(h["flush_passes"] for h in history), "history": history,
+                          "steps": steps.value}
+    if diverged:
+        return report_divergence(model, *diverged)
     return model

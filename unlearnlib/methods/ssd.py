@@ -354,9 +354,26 @@ def _check_hparams(alpha: float, lam: float) -> None:
             raise ValueError(f"{name} must be a positive number ({hint}), got {value!r}")
 
 
-def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | None, order: str,
-         importance_d: Importance | None, label_free: bool, seed: int, device) -> nn.Module:
+def resolve_order(order: str | None, importance_d: Importance | None, default: str) -> str:
+    """The order D is visited in: the precomputed importance's own order when one is given (an explicit ``order``
+    that differs is refused, since the run would then be labelled with an order it did not run in), else ``order``,
+    else ``default``."""
+    if importance_d is None:
+        return default if order is None else order
+    if order is not None and order != importance_d.order:
+        raise ValueError(f"order={order!r} differs from the precomputed importance's {importance_d.order!r} order: "
+                         f"the pass over D was visited in {importance_d.order!r}, so the run cannot be the "
+                         f"{order!r} one. Leave order out (the importance's order is used and recorded), pass "
+                         f"order={importance_d.order!r}, or precompute the importance in the {order!r} order "
+                         f"(precompute_importance(..., order={order!r}, task=<the request>))")
+    return importance_d.order
+
+
+def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | None, order: str | None,
+         importance_d: Importance | None, label_free: bool, seed: int, device,
+         default_order: str = "official") -> nn.Module:
     _check_hparams(alpha, lam)
+    order = resolve_order(order, importance_d, default_order)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     ceiling = alpha_ceiling(task, batch_size or (importance_d.batch_size if importance_d else None))
@@ -366,9 +383,6 @@ def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | 
                       f"and forget nothing. Choose a smaller alpha (see ssd.alpha_ceiling).", stacklevel=3)
     if importance_d is not None:
         importance_d.check(model, label_free, task)
-        if importance_d.order in REQUEST_ORDERS and order in REQUEST_ORDERS and order != importance_d.order:
-            raise ValueError(f"order={order!r} differs from the precomputed importance's {importance_d.order!r} order; "
-                             f"pass order={importance_d.order!r} (D_f is visited as D was) or precompute again")
         if batch_size is not None and batch_size != importance_d.batch_size:
             raise ValueError(f"batch_size={batch_size} differs from the precomputed importance's "
                              f"{importance_d.batch_size}; both passes must use the same batch size")
@@ -385,21 +399,22 @@ def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | 
     scores_f = importance(model, task.data, f_order, batch_size=batch_size, label_free=label_free,
                           device=device, desc="importance on D_f")
     selected = dampen(model, scores_d, scores_f, alpha=alpha, lam=lam)
-    model.unlearn_info = {"selected": sum(selected.values()),
-                          "order": importance_d.order if importance_d is not None else order}
+    model.unlearn_info = {"selected": sum(selected.values()), "order": order,
+                          "importance": "precomputed" if importance_d is not None else "computed in the call"}
     return model
 
 
 @register("ssd", paper="Foster, Schoepf and Brintrup, AAAI 2024")
 def ssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 10.0, lam: float = 1.0,
-        batch_size: int | None = None, order: str = "official",
+        batch_size: int | None = None, order: str | None = None,
         importance_d: Importance | None = None) -> nn.Module:
     """Selective Synaptic Dampening: dampen the parameters whose Fisher importance on D_f exceeds alpha times
     their importance on D, by min(lam * I_D / I_Df, 1).
 
     ``batch_size`` None means the official 64 (class tasks) or 128 (others); ``order`` is how D is visited
-    (:func:`visit_order`; the official order by default, with D_r and D_f permuted by ``seed`` for a random task);
-    ``importance_d`` a precomputed :class:`Importance` (then only D_f is scored, in the matching order).
+    (:func:`visit_order`; None: the official order, with D_r and D_f permuted by ``seed`` for a random task);
+    ``importance_d`` a precomputed :class:`Importance` (then only D_f is scored, in the matching order, and D was
+    visited in the importance's order: leave ``order`` out, or pass that same order; another is refused).
     ``model.unlearn_info`` records the number of dampened entries and the order that ran.
     """
     return _ssd(model, task, alpha=alpha, lam=lam, batch_size=batch_size, order=order, importance_d=importance_d,
@@ -408,11 +423,11 @@ def ssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 1
 
 @register("lfssd", paper="Foster, Schoepf and Brintrup, ICLR 2024 Tiny Paper")
 def lfssd(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 10.0, lam: float = 1.0,
-          batch_size: int | None = None, order: str = "label_free",
+          batch_size: int | None = None, order: str | None = None,
           importance_d: Importance | None = None) -> nn.Module:
     """Loss-free SSD: SSD with the importance of the squared logit norm (|grad| accumulated), so no labels are
-    used. Hyperparameters as for :func:`ssd`. The default order, ``label_free``, visits D_r and D_f in dataset
+    used. Hyperparameters as for :func:`ssd`. The default order (None: ``label_free``) visits D_r and D_f in dataset
     order, so that nothing reads a label; ``order="official"`` is what the official pipeline runs (the class-ordered
     loaders it builds for SSD), which does read the labels to order D."""
     return _ssd(model, task, alpha=alpha, lam=lam, batch_size=batch_size, order=order, importance_d=importance_d,
-                label_free=True, seed=seed, device=device)
+                label_free=True, seed=seed, device=device, default_order="label_free")
