@@ -505,11 +505,10 @@ def cached_json(path, compute: Callable[[], object], *, methods: Sequence[str] |
     ``methods`` (the registered methods ``compute`` runs; default: every registered method, so that any change to a
     method recomputes it) and ``key`` (anything else that determines it, e.g. the grids, requests and seed). A file
     whose key differs, or a file written before keys were stored, is recomputed and replaced, never reused."""
-    from .methods import available_methods
-    from .provenance import store_key
+    from .provenance import registered_methods, store_key
 
     path = Path(path)
-    wanted = store_key(method=sorted(available_methods() if methods is None else methods), extra=key)
+    wanted = store_key(method=sorted(registered_methods() if methods is None else methods), extra=key)
     if path.exists():
         stored = _io.read_json(path, remedy="delete it to recompute")
         if isinstance(stored, dict) and set(stored) == {"store_key", "value"} and stored["store_key"] == wanted:

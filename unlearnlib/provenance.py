@@ -94,6 +94,14 @@ def _imported_modules(module: str) -> set[str]:
     return found
 
 
+def registered_methods() -> list[str]:
+    """The names of every registered method (read from the registry, which only this module and the experiment loop
+    import in the core)."""
+    from .methods import REGISTRY
+
+    return sorted(REGISTRY)
+
+
 def method_modules(method: str) -> list[str]:
     """The library modules whose code a registered method runs beyond the core: its own module and the method
     modules it imports (e.g. REM imports NPO's loss from ``baselines``), followed through those, plus any other
