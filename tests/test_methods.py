@@ -239,20 +239,21 @@ def test_a_pass_cap_lowers_every_methods_passes_for_a_code_check_and_says_so(tra
     """paper-smoke caps passes (a shape check on the paper models); the cap applies to given and default epochs,
     never raises a smaller value, is recorded in the run's info, and is lifted again."""
     from unlearnlib import methods
+    from unlearnlib.methods import registry
 
     finetune = inspect.unwrap(get_method("finetune"))
     classlevel = inspect.unwrap(get_method("classlevel"))
     try:
         methods.cap_passes(1)
-        assert methods._capped(finetune, {"epochs": 5, "lr": 0.1}) == {"epochs": 1, "lr": 0.1}
-        assert methods._capped(classlevel, {})["epochs"] == 1          # its default, 50, is capped too
+        assert registry._capped(finetune, {"epochs": 5, "lr": 0.1}) == {"epochs": 1, "lr": 0.1}
+        assert registry._capped(classlevel, {})["epochs"] == 1          # its default, 50, is capped too
         methods.cap_passes(3)
-        assert methods._capped(finetune, {"epochs": 2}) == {"epochs": 2}  # a smaller value stays
+        assert registry._capped(finetune, {"epochs": 2}) == {"epochs": 2}  # a smaller value stays
         res = unlearn("finetune", trained[0], class_task, epochs=4, device="cpu")
         assert res.info["pass_cap"] == 3
     finally:
         methods.cap_passes(None)
-    assert methods._capped(finetune, {"epochs": 5}) == {"epochs": 5}
+    assert registry._capped(finetune, {"epochs": 5}) == {"epochs": 5}
     assert "pass_cap" not in unlearn("finetune", trained[0], class_task, epochs=1, device="cpu").info
     with pytest.raises(ValueError, match="whole number"):
         methods.cap_passes(0)

@@ -68,3 +68,62 @@ def test_book_cli_lists_the_toc_chapters(capsys):
     assert main(["list"]) == 0
     assert "chapters/foundations.ipynb" in capsys.readouterr().out
     assert main(["reproduce", "--profile", "cpu", "--chapter", "no-such-chapter"]) == 2
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """Which library modules each library module imports, at the top or inside a function (a lazy import still ties
+    the two together), by name relative to the package (``"methods.rem"``; the package itself is ``""``)."""
+    import ast
+
+    root = REPO_ROOT / "unlearnlib"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" and name else name.split(".")[:-1] if name else []
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                stem = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "unlearnlib":
+                stem = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:
+                target = ".".join([*stem, alias.name])
+                found.add(target if target in modules else ".".join(stem))
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle reachable by a depth-first walk (each reported once, from where it was entered)."""
+    found, done = [], set()
+
+    def walk(node, path):
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                walk(nxt, path + [nxt])
+        done.add(node)
+
+    for start in sorted(graph):
+        if start not in done:
+            walk(start, [start])
+    return found
+
+
+def test_the_library_has_no_import_circle():
+    """Layers point down only (design: book/bench over experiment over methods over the core): no module imports
+    one that imports it back, not even lazily inside a function. The method package imports its modules to register
+    them; they import the registry's machinery from methods.registry, never from the package."""
+    graph = _library_imports()
+    assert graph["bench"] and graph["book"] and graph["methods"], "the import graph was not read"
+    assert _cycles(graph) == []
+    # the check itself finds a circle: book -> bench -> book (bench once imported the chapter list from book)
+    assert _cycles({**graph, "bench": graph["bench"] | {"book"}})

@@ -8,7 +8,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from unlearnlib import book, provenance
+from unlearnlib import book, fingerprint, provenance
 from unlearnlib.experiment import Setting, run_discovery_grid
 from unlearnlib.profiles import get_profile
 from unlearnlib.training import Recipe
@@ -16,8 +16,8 @@ from unlearnlib.training import Recipe
 
 def edited_source(monkeypatch, module: str, edit):
     """Make the fingerprint read ``edit(source)`` for library ``module`` (the file on disk is untouched)."""
-    real = provenance.module_source
-    monkeypatch.setattr(provenance, "module_source", lambda m: edit(real(m)) if m == module else real(m))
+    real = fingerprint.module_source
+    monkeypatch.setattr(fingerprint, "module_source", lambda m: edit(real(m)) if m == module else real(m))
 
 
 # -- code fingerprints -------------------------------------------------------------------------------------------
@@ -44,9 +44,9 @@ def test_the_fingerprint_reads_the_files_it_is_pointed_at(tmp_path, monkeypatch)
     import shutil
 
     copy = tmp_path / "unlearnlib"
-    shutil.copytree(provenance.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(fingerprint.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = provenance.code_fingerprint("rem")
-    monkeypatch.setattr(provenance, "PACKAGE_ROOT", copy)
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", copy)
     assert provenance.code_fingerprint("rem") == before
     path = copy / "methods" / "rem.py"
     path.write_text(path.read_text() + "\n\ndef _unused():\n    return 1\n")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from .book import parse_seeds
+from .toc import parse_seeds
 
 if TYPE_CHECKING:  # both pull in torch, which the module imports only when it measures
     from .profiles import Profile
@@ -761,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-chapters", action="store_true",
                         help="update the predicted-time block of every chapter's 'Running at paper scale' section")
     args = parser.parse_args(argv)
-    from .book import toc_chapters
+    from .toc import toc_chapters
 
     if args.write_chapters:
         for path in toc_chapters():

@@ -33,6 +33,7 @@ from typing import Callable
 
 from .config import REPO_ROOT
 from .provenance import commit_of
+from .toc import parse_seeds, toc_chapters  # noqa: F401 (re-exported: what the tests and the CLI call)
 
 
 def show_source(obj) -> "IPython.display.Markdown":
@@ -45,27 +46,6 @@ def show_source(obj) -> "IPython.display.Markdown":
     source = inspect.getsource(inspect.unwrap(obj))
     module = inspect.getmodule(inspect.unwrap(obj)).__name__
     return Markdown(f"`{module}.{obj.__name__}`\n\n```python\n{source}```")
-
-
-def toc_chapters(root: Path = REPO_ROOT) -> list[Path]:
-    """The notebooks listed in ``_toc.yml``, in book order."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").exists()]
 
 
 def execute_chapter(path: Path, output: Path, *, profile: str, device: str = "auto", timeout: int | None = None,
@@ -128,18 +108,6 @@ def streamed_cell_output(enabled: bool = True):
         log.removeHandler(handler)
         log.setLevel(level)
         log.propagate = propagate
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0"`` or ``"0,1,2"`` -> ``[0, 1, 2]`` (what ``--seeds`` takes); a clear error for anything else."""
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds takes distinct integers separated by commas, e.g. 0 or 0,1,2; "
-                                         f"got {text!r}")
-    return seeds
 
 
 def _edit_cells(path: Path, edit: Callable[[dict], int], metadata: dict | None = None) -> int:

@@ -6,8 +6,8 @@ the method, its hyperparameters, the request, the seed, and the code. :func:`sto
 is :func:`code_fingerprint`, a hash of the method's module, the sibling method modules it imports and the core
 modules every run uses (:data:`CORE_MODULES`). A record whose key differs is recomputed, never reused.
 
-The code is hashed as Python syntax with docstrings, comments and formatting removed (``ast.unparse`` of the parsed
-module): rewording a docstring keeps every stored result, changing a line of code does not.
+The code is hashed by :mod:`unlearnlib.fingerprint` (blind to docstrings, comments and formatting: rewording a
+docstring keeps every stored result, changing a line of code does not).
 
 The git side (:func:`uncommitted_code`, :func:`library_changes_since`) is what ``make reproduce`` refuses to run on
 and what the runs page shows: uncommitted changes to the library (``unlearnlib/``, ``pyproject.toml``) or to a
@@ -15,22 +15,17 @@ chapter's code cells, and the library files changed since the commit a chapter r
 """
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 import json
 import subprocess
 from pathlib import Path
 from typing import Iterable, Mapping
 
-#: where the library's modules are read from (a test may point it at a copy)
-PACKAGE_ROOT = Path(__file__).resolve().parent
+from .fingerprint import (TRAINING_MODULES, _imported_modules, module_path, module_source,  # noqa: F401 (re-exported)
+                          modules_fingerprint, training_fingerprint)
 
 #: the modules every method run uses (data, tasks, models, training, scoring, the registry): part of every code key
-CORE_MODULES = ("metrics", "training", "models", "data", "tasks", "methods")
-
-#: the modules that train a model: part of every checkpoint's key (a change there retrains)
-TRAINING_MODULES = ("training", "models", "data")
+CORE_MODULES = ("metrics", "training", "models", "data", "tasks", "methods", "methods.registry")
 
 #: labels of stored runs that are not registered methods: the untouched original and the retrain reference
 REFERENCE_METHODS = ("original", "retrain")
@@ -44,56 +39,6 @@ ALLOW_DIRTY_ENV = "UNLEARNLIB_ALLOW_DIRTY"
 
 # -- code fingerprints -----------------------------------------------------------------------------------------
 
-def module_path(module: str) -> Path:
-    """The file of library module ``module`` (``"training"``, ``"methods"``, ``"methods.rem"``)."""
-    parts = module.split(".")
-    package = PACKAGE_ROOT.joinpath(*parts)
-    return package / "__init__.py" if package.is_dir() else PACKAGE_ROOT.joinpath(*parts[:-1], parts[-1] + ".py")
-
-
-def module_source(module: str) -> str:
-    """The source of library module ``module`` as it is on disk now."""
-    return module_path(module).read_text()
-
-
-@functools.lru_cache(maxsize=256)
-def _code_digest(text: str) -> str:
-    """A hash of the code in ``text``, blind to docstrings, comments and formatting."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:  # not Python we can parse: hash it as it is
-        return hashlib.sha256(text.encode()).hexdigest()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()
-
-
-def modules_fingerprint(modules: Iterable[str]) -> str:
-    """A 16-hex-digit hash of the code of ``modules`` (library module names, order and repeats do not matter)."""
-    h = hashlib.sha256()
-    for module in sorted(set(modules)):
-        h.update(f"{module}\0{_code_digest(module_source(module))}\0".encode())
-    return h.hexdigest()[:16]
-
-
-def _imported_modules(module: str) -> set[str]:
-    """The library modules that ``module`` imports with a relative import (anywhere in the file)."""
-    parts = module.split(".")
-    package = parts if module_path(module).name == "__init__.py" else parts[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(module_source(module))):
-        if not isinstance(node, ast.ImportFrom) or node.level == 0 or node.level - 1 > len(package):
-            continue
-        stem = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
-        candidates = [".".join(stem)] + [".".join(stem + [alias.name]) for alias in node.names]
-        found.update(name for name in candidates if name and module_path(name).exists())
-    return found
-
-
 def registered_methods() -> list[str]:
     """The names of every registered method (read from the registry, which only this module and the experiment loop
     import in the core)."""
@@ -105,8 +50,8 @@ def registered_methods() -> list[str]:
 def method_modules(method: str) -> list[str]:
     """The library modules whose code a registered method runs beyond the core: its own module and the method
     modules it imports (e.g. REM imports NPO's loss from ``baselines``), followed through those, plus any other
-    library module they import. The registry (``methods/__init__``) is core and is not followed: it imports every
-    method, and a change to one method must not re-run the others."""
+    library module they import. The registry (``methods/__init__`` and ``methods/registry``) is core and is not
+    followed: the package imports every method, and a change to one method must not re-run the others."""
     from .methods import REGISTRY
     import inspect
 
@@ -162,11 +107,6 @@ def tuning_fingerprints(methods: Mapping[str, str]) -> dict[str, str]:
     config records as ``config["code"]``, so that another chapter reuses a choice only with the same code
     (:func:`unlearnlib.comparison.reuse_tuning`)."""
     return {label: tuning_fingerprint(method) for label, method in methods.items()}
-
-
-def training_fingerprint() -> str:
-    """The fingerprint of the code that trains a model (:data:`TRAINING_MODULES`): part of every checkpoint key."""
-    return modules_fingerprint(TRAINING_MODULES)
 
 
 def request_digest(task) -> str:

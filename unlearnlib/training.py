@@ -461,12 +461,12 @@ def train_or_load(data: ImageData, indices, arch: str, recipe: Recipe, *, seed: 
 
     ``role`` ("original", "retrain", ...) only labels the progress bar; the key is the content: dataset
     fingerprint, the indices, the architecture, the recipe, the seed and the fingerprint of the code that trains
-    (:func:`~unlearnlib.provenance.training_fingerprint`: ``training``, ``models`` and ``data``, blind to docstrings
+    (:func:`~unlearnlib.fingerprint.training_fingerprint`: ``training``, ``models`` and ``data``, blind to docstrings
     and comments). So the retrain model of a task is shared by every chapter that uses the same task and profile,
     whatever it calls the model, and a change to the code of those modules retrains every model (a checkpoint
     trained by other code is never loaded as if this code had trained it).
     """
-    from .provenance import training_fingerprint
+    from .fingerprint import training_fingerprint
 
     model_spec = {"arch": arch, "num_classes": data.num_classes, "in_channels": data.in_channels,
                   "image_size": data.image_size, "pretrained": pretrained}  # what build_model records

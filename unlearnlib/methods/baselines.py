@@ -44,7 +44,7 @@ from torch import nn
 
 from ..models import InstanceFilter, MaskedLogits, fresh_copy
 from ..training import Recipe, accuracy, batches, make_optimizer, noise_generator, set_seed, train_model
-from . import not_finite, register, report_divergence
+from .registry import not_finite, register, report_divergence
 
 
 @register("original", paper="no unlearning")

@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..training import batches, set_seed
-from . import register
+from .registry import register
 
 Scores = dict[str, torch.Tensor]
 SELECTIONS = ("relevance", "all", "random")

@@ -57,7 +57,7 @@ from torch import nn
 
 from .._progress import tqdm
 from ..training import batches, set_seed
-from . import register, report_divergence
+from .registry import register, report_divergence
 
 VARIANTS = {  # the settings the paper compares, as keyword arguments of :func:`l2ul`
     "naive": dict(adversarial=False, importance=False),

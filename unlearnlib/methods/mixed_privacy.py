@@ -56,7 +56,7 @@ from torch.func import functional_call, jvp, vjp
 
 from .._progress import tqdm
 from ..training import noise_generator, resolve_device, set_seed
-from . import register
+from .registry import register
 
 # --------------------------------------------------------------------------------------------------------------
 # The mixed-linear model

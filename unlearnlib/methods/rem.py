@@ -46,7 +46,7 @@ from torch import nn
 from .._progress import tqdm
 from ..models import CapacityModel
 from ..training import accuracy, batches, set_seed
-from . import not_finite, register, report_divergence
+from .registry import not_finite, register, report_divergence
 from .baselines import npo_loss, selection_proxy
 
 

@@ -38,7 +38,7 @@ from torch import nn
 from .._progress import tqdm
 from ..data import ImageData
 from ..training import batches, resolve_device
-from . import register
+from .registry import register
 
 Scores = dict[str, torch.Tensor]
 
