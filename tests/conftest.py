@@ -87,7 +87,8 @@ def trained(small_fashion, class_task):
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory):
     """The book built once per test session from the committed chapters, with warnings as errors (as `make book`
-    does); returns the folder of its HTML. A failed build fails every test that needs it, with the build's log."""
+    does); returns the folder of its HTML, MathJax included (_static/mathjax). A failed build fails every test that
+    needs it, with the build's log."""
     import subprocess
     import sys
     from pathlib import Path

@@ -2,7 +2,10 @@
 has no error output, and fits a 1280 px wide window: nothing overflows the page sideways, and a table wider than the
 text (a DataFrame, a Markdown table) scrolls inside its own box. Every page of ``_toc.yml`` gets a 1280 px wide
 screenshot, ``<page>.png`` (its full height up to 8,000 px), and the index gets ``index.png``, kept as test
-artefacts in ``_build/test-artifacts/`` (ignored by git).
+artefacts in ``_build/test-artifacts/`` (ignored by git). Every equation is typeset by MathJax, served with the book
+(``sphinx-mathjax-offline``, so offline too): a page fails when its visible text still holds a raw math delimiter
+(``\\(``, ``\\)``, ``\\[``, ``\\]``, ``$$``) or MathJax reports an error; a planted broken equation shows that it
+can.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without them the test is skipped
 locally, but fails when ``UNLEARNLIB_REQUIRE_BROWSER=1`` (set by CI), so CI cannot pass it silently.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import threading
 
@@ -185,6 +189,8 @@ def test_page_fits_1280px_and_wide_tables_scroll_in_their_box(page, site, browse
         WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
         WebDriverWait(browser, 30).until(lambda d: d.execute_script(
             "return Array.from(document.images).every(i => i.complete)"))
+        browser.set_script_timeout(45)
+        browser.execute_async_script(_MATH_WAIT_JS)  # measured with the equations typeset: a wide one can stick out
         found = browser.execute_script(_OVERFLOW_JS)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.set_window_size(WIDTH, min(max(found["height"], HEIGHT), MAX_SHOT_HEIGHT))
@@ -197,6 +203,130 @@ def test_page_fits_1280px_and_wide_tables_scroll_in_their_box(page, site, browse
     assert not found["tables"], f"{name}: tables wider than their box that do not scroll in it: {found['tables'][:5]}"
     assert not found["article"], f"{name}: content sticking out of the article: {found['article'][:5]}"
     assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, f"{name}: the screenshot is blank"
+
+
+# Math as the reader sees it, once MathJax has typeset the page (the promise of its first typeset has resolved).
+# unrendered: an equation Sphinx marked up (span.math, div.math) that holds no typeset mjx-container. raw: visible
+# text outside code and typeset math that still holds a math delimiter: an equation MathJax did not find (an
+# unbalanced brace hides its closing delimiter) or did not run on. errors: MathJax's error boxes (mjx-merror: a
+# double exponent, a missing \right, an unknown environment). undefined: a control sequence MathJax does not know,
+# which it shows in red as "\name". Errors name the equation's TeX source where MathJax still holds it.
+_MATH_WAIT_JS = """
+const done = arguments[arguments.length - 1];
+const t0 = Date.now();
+(function wait() {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise)
+    MathJax.startup.promise.then(() => done('typeset'), e => done('MathJax failed: ' + e));
+  else if (!document.querySelector('script[src*="mathjax" i]')) done('not loaded');
+  else if (Date.now() - t0 > 30000) done('MathJax did not start within 30 s');
+  else setTimeout(wait, 50);
+})();
+"""
+_MATH_JS = r"""
+const where = e => { const s = e.closest('section[id]'); return s ? ` (section #${s.id})` : ''; };
+const cut = t => t.replace(/\s+/g, ' ').trim().slice(0, 120);
+const tex = new Map();
+try { for (const item of MathJax.startup.document.math) if (item.typesetRoot) tex.set(item.typesetRoot, item.math); }
+catch (e) {}
+const marked = Array.from(document.querySelectorAll('span.math, div.math')).filter(e => !e.closest('pre, code'));
+const unrendered = marked.filter(e => !e.querySelector('mjx-container')).map(e => cut(e.textContent) + where(e));
+const raw = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const p = n.parentElement;
+  const i = n.data.search(/\\[()\[\]]|\$\$/);
+  if (i < 0 || !p || p.closest('pre, code, .highlight, mjx-container, script, style, textarea, noscript')) continue;
+  if (p.checkVisibility && !p.checkVisibility()) continue;
+  raw.push(cut(n.data.slice(Math.max(0, i - 40), i + 80)) + where(p));
+}
+const errors = [], undefined_ = [];
+for (const c of document.querySelectorAll('mjx-container')) {
+  const source = tex.has(c) ? ` in ${cut(tex.get(c))}` : '';
+  const merror = c.querySelector('mjx-merror');
+  const texts = Array.from(c.querySelectorAll('mtext, mjx-mtext')).map(m => m.textContent.trim());
+  const name = !merror && (texts.find(t => /^\\[A-Za-z]+$/.test(t)) || (c.textContent.match(/\\[A-Za-z]+/) || [])[0]);
+  if (merror) errors.push((merror.getAttribute('data-mjx-error') || cut(merror.textContent)) + source + where(c));
+  else if (name) undefined_.push(name + source + where(c));
+}
+return {marked: marked.length, rendered: document.querySelectorAll('mjx-container').length,
+        unrendered: unrendered, raw: raw, errors: errors, undefined: undefined_};
+"""
+
+
+def _math_state(driver, url: str) -> dict:
+    """Loads ``url``, waits for MathJax's first typeset and returns what ``_MATH_JS`` finds, with ``mathjax``: typeset,
+    not loaded (a page without math) or why MathJax did not finish."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    driver.set_script_timeout(45)
+    status = driver.execute_async_script(_MATH_WAIT_JS)
+    return {"mathjax": status, **driver.execute_script(_MATH_JS)}
+
+
+def _math_problems(state: dict) -> list[str]:
+    problems = []
+    if state["mathjax"] not in ("typeset", "not loaded"):
+        problems.append(state["mathjax"])
+    for key, what in (("unrendered", "equations not typeset"), ("raw", "raw math delimiters in the visible text"),
+                      ("errors", "MathJax errors"), ("undefined", "undefined control sequences")):
+        if state[key]:
+            problems.append(f"{len(state[key])} {what}: {state[key][:3]}")
+    return problems
+
+
+def _root_and_toc_pages() -> list[str]:
+    return [yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())["root"]] + _toc_pages()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _root_and_toc_pages(), ids=lambda page: page.rsplit("/", 1)[-1])
+def test_every_equation_is_typeset_offline(page, site, browser):
+    """MathJax, served with the book, typesets every equation of the page without an error, and no raw math
+    delimiter is left in its visible text."""
+    state = _math_state(browser, f"{site}/{page}.html")
+    problems = _math_problems(state)
+    assert not problems, f"{page}: " + "; ".join(problems)
+    assert state["rendered"] >= state["marked"], f"{page}: {state['marked']} equations, {state['rendered']} typeset"
+
+
+def _planted(html: str, equations: list[str]) -> str:
+    """The page with its first inline equations replaced, in order, by ``equations`` (TeX)."""
+    pattern = re.compile(r'(<span class="math notranslate nohighlight">)\\\([^<]*?\\\)(</span>)')
+    assert len(pattern.findall(html)) >= len(equations), "the page has too few inline equations to plant in"
+    todo = iter(equations)
+
+    def swap(m):
+        equation = next(todo, None)
+        return m.group(0) if equation is None else f"{m.group(1)}\\({equation}\\){m.group(2)}"
+
+    return pattern.sub(swap, html)
+
+
+@pytest.mark.slow
+def test_math_check_fails_on_broken_equations(built_book, site, browser):
+    """The math check can fail. Copies of a built chapter page (next to it, in the test's build only): one with three
+    equations broken (an unbalanced brace, a double exponent, an undefined macro), each of which the check reports;
+    and one without its MathJax script, as the book was offline when MathJax came from a CDN: every equation raw."""
+    chapter = toc_chapters()[0].stem
+    html = (built_book / "chapters" / f"{chapter}.html").read_text()
+    planted = built_book / "chapters" / "_planted-broken-math.html"
+    planted.write_text(_planted(html, [r"\frac{1}{2", r"x^1^2", r"\plantedmacro{x}"]))
+    state = _math_state(browser, f"{site}/chapters/{planted.name}")
+    assert state["mathjax"] == "typeset"
+    assert any(r"\(\frac{1}{2\)" in r for r in state["raw"]), state["raw"]
+    assert [r"\frac{1}{2" in u for u in state["unrendered"]] == [True], state["unrendered"]
+    assert len(state["errors"]) == 1 and "Double exponent" in state["errors"][0], state["errors"]
+    assert len(state["undefined"]) == 1 and r"\plantedmacro" in state["undefined"][0], state["undefined"]
+    assert len(_math_problems(state)) == 4
+
+    no_mathjax = built_book / "chapters" / "_planted-no-mathjax.html"
+    no_mathjax.write_text(re.sub(r'<script[^>]*src="[^"]*mathjax[^"]*"[^>]*></script>', "", html))
+    state = _math_state(browser, f"{site}/chapters/{no_mathjax.name}")
+    assert state["mathjax"] == "not loaded" and state["rendered"] == 0
+    assert state["marked"] > 0 and len(state["unrendered"]) == state["marked"], state["unrendered"][:3]
+    assert len(state["raw"]) >= state["marked"] and _math_problems(state)
 
 
 @pytest.mark.slow
