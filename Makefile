@@ -1,7 +1,8 @@
 # Machine Unlearning, Reproduced: build, test and reproduce.
 #   make book                         render the book from the committed, executed chapters -> _build/html
-#   make test                         unit tests + every chapter on smoke (foundations on paper-smoke) + book build
-#   make test-paper [CHAPTER=ssd]     every chapter (or one) on paper-smoke: the paper path's check (long on a CPU)
+#   make test                         unit tests + every chapter on smoke and on paper-smoke (paper models at width 8)
+#                                     + book build + every page in headless Chromium
+#   make test-paper [CHAPTER=ssd]     every chapter (or one) on paper-smoke with the full-width paper models (long on a CPU)
 #   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0] [ALLOW_DIRTY=1]   re-execute chapters in place on a
 #                                     profile; refuses uncommitted code unless ALLOW_DIRTY=1 (which is recorded)
 #   make bench                        training/evaluation throughput here and each chapter's predicted paper time
@@ -39,7 +40,7 @@ test: $(VENV)/.test-installed
 	$(PY) -m pytest
 
 test-paper: $(VENV)/.test-installed
-	UNLEARNLIB_PAPER_SMOKE=all $(PY) -m pytest tests/test_notebooks.py -k "paper_path$(if $(CHAPTER), and $(CHAPTER))"
+	UNLEARNLIB_PAPER_SMOKE=full $(PY) -m pytest tests/test_notebooks.py -k "paper_path$(if $(CHAPTER), and $(CHAPTER))"
 
 reproduce: $(VENV)/.test-installed
 	$(PY) -m unlearnlib.book reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(filter 1,$(ALLOW_DIRTY)),--allow-dirty)

@@ -193,34 +193,32 @@ def paper_smoke_data(tmp_path_factory):
     return root
 
 
-#: the chapter whose paper path `make test` runs; `make test-paper` (UNLEARNLIB_PAPER_SMOKE=all) runs every chapter's,
-#: and so does the `paper-smoke` job of .github/workflows/tests.yml, one chapter per runner. On 2 CPU cores the paper
-#: models make each chapter's check take 4-18 min, over an hour together (README, "The paper path"): more than
-#: make test can add inside CI's 90 minutes
-PAPER_SMOKE_DEFAULT = ("foundations",)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_on_the_paper_path(chapter, tmp_path, isolated_outputs, paper_smoke_data, monkeypatch):
     """Every chapter's paper branches (CIFAR, ResNet-18/ResNet-9, the paper's settings) run on paper-smoke: the paper
-    profile's datasets, architectures and code at a few hundred images, one epoch, one seed, the smallest grids."""
-    import os
+    profile's datasets, architectures and code at a few hundred images, one epoch, one seed, the smallest grids.
 
+    `make test` builds the paper architectures at paper-smoke's small width (the same modules and branches at ~1/60
+    of the parameters); `make test-paper` and the GitHub paper-smoke job set UNLEARNLIB_PAPER_SMOKE=full, which
+    builds them at the paper width (README, "The paper path")."""
     from unlearnlib.config import DATA_ENV
-    from unlearnlib.profiles import get_profile
+    from unlearnlib.profiles import get_profile, paper_smoke_full_width
 
-    if chapter.stem not in PAPER_SMOKE_DEFAULT and os.environ.get("UNLEARNLIB_PAPER_SMOKE") != "all":
-        pytest.skip("run by `make test-paper` (UNLEARNLIB_PAPER_SMOKE=all): too slow for make test on 2 CPU cores")
-
-    monkeypatch.setenv(DATA_ENV, str(paper_smoke_data))  # the kernel papermill starts inherits it
-    out = execute_chapter(chapter, tmp_path / chapter.name, profile="paper-smoke", device="cpu", timeout=900)
+    monkeypatch.setenv(DATA_ENV, str(paper_smoke_data))  # the kernel papermill starts inherits it (and the width)
+    timeout = 3600 if paper_smoke_full_width() else 900
+    out = execute_chapter(chapter, tmp_path / chapter.name, profile="paper-smoke", device="cpu", timeout=timeout)
     nb = nbformat.read(out, as_version=4)
     assert not _errors(nb)
     payload = json.loads((isolated_outputs / "results" / chapter.stem / "paper-smoke.json").read_text())
     assert payload["profile"] == "paper-smoke" and payload["records"]
     used = json.dumps(payload["config"], default=str)
+    check = get_profile("paper-smoke")
     assert get_profile("paper").arch in used or "resnet9-capacity" in used, "the paper architectures ran"
+    if check.arch_width is not None:  # the width reached every model the chapter names (arch names "<name>@<width>")
+        named = re.findall(r"(resnet18-cifar(?:-leaky)?|resnet9-capacity|vit-tiny)(@\d+)?", used)
+        assert named and all(width == f"@{check.arch_width}" for _, width in named), (
+            f"a paper model at another width than paper-smoke's {check.arch_width}: {sorted(set(named))}")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])

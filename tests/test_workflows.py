@@ -205,8 +205,9 @@ def test_every_action_is_pinned_to_a_major_version(path):
 
 
 def test_tests_workflow_runs_every_chapter_on_the_paper_path_in_parallel():
-    """`make test` runs the paper path (paper-smoke) on foundations only, for time; the tests workflow's
-    ``paper-smoke`` job runs it on every chapter of ``_toc.yml``, one per runner, with ``make test-paper CHAPTER=``."""
+    """`make test` runs every chapter's paper path (paper-smoke) with the paper models at width 8; the tests
+    workflow's ``paper-smoke`` job runs it at full width on every chapter of ``_toc.yml``, one per runner, with
+    ``make test-paper CHAPTER=``."""
     from unlearnlib.book import toc_chapters
 
     job = _load(TESTS)["jobs"]["paper-smoke"]

@@ -892,8 +892,12 @@ def corruption_benchmark(profile: Profile) -> dict:
                      lr=0.005, batch_size=512, rem_epochs=10, scrub_epochs=3)
         if profile.name == "paper":
             return paper
-        # paper-smoke: the same dataset, model and code paths at the smoke profile's size, one pass of everything
-        return {**paper, "train_size": profile.train_size, "test_size": profile.test_size,
+        # paper-smoke: the same dataset, model and code paths at the smoke profile's size, one pass of everything,
+        # the model at the profile's width (models.with_width: the paper's when arch_width is None)
+        from .models import with_width
+
+        return {**paper, "arch": with_width(paper["arch"], profile.arch_width),
+                "train_size": profile.train_size, "test_size": profile.test_size,
                 "recipe": paper["recipe"].replace(epochs=1, batch_size=128), "n_corrupt": 10, "rates": [0.5, 1.0],
                 "batch_size": 128, "rem_epochs": 1, "scrub_epochs": 1}
     if profile.name == "cpu":

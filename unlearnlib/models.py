@@ -2,6 +2,13 @@
 
 Each model carries ``model.unlearnlib_spec`` (architecture, classes, channels, image size) so that the library can
 rebuild a fresh copy (retraining from scratch) and check that a model matches a task before unlearning it.
+
+The paper architectures (``resnet18-cifar``, its ``-leaky`` variant, ``resnet9-capacity``, ``vit-tiny``) take their
+base width as a parameter, named in the architecture: ``"resnet18-cifar@8"`` is the CIFAR ResNet-18 with 8 base
+channels instead of 64 (every layer scaled by 8/64; the same modules, branches and shapes up to the channel count).
+The plain name is the paper width, so every model (and checkpoint key) built before widths existed is unchanged.
+The ``paper-smoke`` profile uses a small width (:data:`unlearnlib.profiles.PAPER_SMOKE_WIDTH`) to check the paper
+path at a fraction of the FLOPs.
 """
 from __future__ import annotations
 
@@ -16,6 +23,28 @@ from torch import nn
 #: network, and a ReLU whose input is negative has a zero derivative there, which would freeze the unit in the
 #: linearized model (LQF's argument for Leaky-ReLU); 0.1 is the slope of the spec's toy check and of UCR's code.
 LEAKY_SLOPE = 0.1
+
+#: the paper models' base width (the first stage's channels of the ResNets; ViT-Tiny's embedding is 3x it, 192)
+PAPER_WIDTH = 64
+
+
+def split_arch(arch: str) -> tuple[str, int | None]:
+    """``"resnet18-cifar@8"`` -> ``("resnet18-cifar", 8)``; a plain name -> ``(name, None)`` (the paper width)."""
+    base, sep, width = arch.partition("@")
+    if not sep:
+        return arch, None
+    if not width.isdigit() or int(width) < 1:
+        raise ValueError(f"architecture {arch!r}: the width after '@' must be a whole number >= 1")
+    return base, int(width)
+
+
+def with_width(arch: str, width: int | None) -> str:
+    """``arch`` at base width ``width`` (``None`` or :data:`PAPER_WIDTH`: the plain name, the paper model). An
+    architecture without a width parameter (:data:`WIDTH_ARCHITECTURES`) is returned unchanged."""
+    base, _ = split_arch(arch)
+    if base not in WIDTH_ARCHITECTURES:
+        return arch
+    return base if width is None or int(width) == PAPER_WIDTH else f"{base}@{int(width)}"
 
 
 def leaky(model: nn.Module) -> nn.Module:
@@ -203,18 +232,21 @@ def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: i
 class CapacityResNet9(CapacityModel):
     """REM's ResNet-9 (Conv-BN-CELU(0.075), 64-128-res128-256-res256-128, adaptive max-pool, bias-free linear) with
     half of the channels after conv1, conv2, res1, conv3, res2 and conv4 held back. As in the official model there
-    are four masks: res1 reuses conv2's mask and res2 reuses conv3's."""
+    are four masks: res1 reuses conv2's mask and res2 reuses conv3's. ``width`` scales every layer (w-2w-4w-2w;
+    the paper's is 64)."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32, capacity: float = 0.5):
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32, capacity: float = 0.5,
+                 width: int = PAPER_WIDTH):
         super().__init__()
-        self.conv1 = _conv_bn(in_channels, 64)
-        self.conv2 = _conv_bn(64, 128, 5, 2, 2)
-        self.res1 = nn.Sequential(_conv_bn(128, 128), _conv_bn(128, 128))
-        self.conv3 = nn.Sequential(_conv_bn(128, 256), nn.MaxPool2d(2))
-        self.res2 = nn.Sequential(_conv_bn(256, 256), _conv_bn(256, 256))
-        self.conv4 = _conv_bn(256, 128, 3, 1, 0)
-        self.fc = nn.Linear(128, num_classes, bias=False)
-        self.masks = nn.ModuleList([ExampleTiedMask(c, capacity) for c in (64, 128, 256, 128)])
+        w1, w2, w3 = width, 2 * width, 4 * width
+        self.conv1 = _conv_bn(in_channels, w1)
+        self.conv2 = _conv_bn(w1, w2, 5, 2, 2)
+        self.res1 = nn.Sequential(_conv_bn(w2, w2), _conv_bn(w2, w2))
+        self.conv3 = nn.Sequential(_conv_bn(w2, w3), nn.MaxPool2d(2))
+        self.res2 = nn.Sequential(_conv_bn(w3, w3), _conv_bn(w3, w3))
+        self.conv4 = _conv_bn(w3, w2, 3, 1, 0)
+        self.fc = nn.Linear(w2, num_classes, bias=False)
+        self.masks = nn.ModuleList([ExampleTiedMask(c, capacity) for c in (w1, w2, w3, w2)])
 
     def forward(self, x: torch.Tensor, mask_ids: torch.Tensor | None = None) -> torch.Tensor:
         m1, m2, m3, m4 = self.masks
@@ -253,20 +285,37 @@ class CapacityResNet9(CapacityModel):
         return out
 
 
-def _resnet18_cifar(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False) -> nn.Module:
-    """timm's ResNet-18 with the CIFAR stem (3x3 stride-1 first convolution, no max-pool), as in the SSD code."""
+def _paper_width_only(arch: str, width: int | None, pretrained: bool) -> None:
+    if pretrained and width is not None and width != PAPER_WIDTH:
+        raise ValueError(f"pretrained {arch!r} weights exist only at the paper width ({PAPER_WIDTH}), not {width}; "
+                         f"use pretrained=False or the plain {arch!r}")
+
+
+def _resnet18_cifar(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False,
+                    width: int | None = None) -> nn.Module:
+    """timm's ResNet-18 with the CIFAR stem (3x3 stride-1 first convolution, no max-pool), as in the SSD code.
+    ``width``: the base channels (stages w-2w-4w-8w; ``None``: the paper's 64)."""
     import timm
 
-    model = timm.create_model("resnet18", pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
-    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    _paper_width_only("resnet18-cifar", width, pretrained)
+    sized = {}
+    if width is not None:  # timm's plain stem has 64 channels whatever the stages; its deep stem has 2 x stem_width,
+        if width % 2:      # and the stem convolution is replaced below: so the stem (bn1, layer1's input) is `width`
+            raise ValueError(f"resnet18-cifar's width must be even, got {width}")
+        sized = {"channels": (width, 2 * width, 4 * width, 8 * width), "stem_type": "deep", "stem_width": width // 2}
+    model = timm.create_model("resnet18", pretrained=pretrained, num_classes=num_classes, in_chans=in_channels,
+                              **sized)
+    model.conv1 = nn.Conv2d(in_channels, width or PAPER_WIDTH, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
 
 
-def _vit_tiny(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False) -> nn.Module:
+def _vit_tiny(num_classes: int, in_channels: int, image_size: int, pretrained: bool = False,
+              width: int | None = None) -> nn.Module:
     """timm's ViT-Tiny sized for the dataset: 4x4 patches, so a 32x32 CIFAR image is an 8x8 grid of tokens (the
     224x224/16 layout would not fit it). Trained from scratch only: timm's pretrained ViT-Tiny weights are for
-    16x16 patches on 224x224 images, and resampling them to 4x4 patches on 32x32 is not the model they describe."""
+    16x16 patches on 224x224 images, and resampling them to 4x4 patches on 32x32 is not the model they describe.
+    ``width``: the embedding is 3 x width (3 heads, 12 blocks, as ViT-Tiny's 192 = 3 x 64)."""
     if pretrained:
         raise ValueError("vit-tiny has no pretrained weights for small images (timm's are for 224x224 inputs with "
                          "16x16 patches); use pretrained=False (4x4 patches, trained from scratch) or a pretrained "
@@ -275,8 +324,9 @@ def _vit_tiny(num_classes: int, in_channels: int, image_size: int, pretrained: b
         raise ValueError(f"vit-tiny uses 4x4 patches; the image size must be a multiple of 4, got {image_size}")
     import timm
 
+    sized = {} if width is None else {"embed_dim": 3 * width}
     return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=num_classes,
-                             in_chans=in_channels, img_size=image_size, patch_size=4)
+                             in_chans=in_channels, img_size=image_size, patch_size=4, **sized)
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
@@ -285,22 +335,45 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": lambda c, ch, s, pretrained=False: SmallCNN(c, ch, s),
     "small-cnn-leaky": lambda c, ch, s, pretrained=False: SmallCNN(c, ch, s, leaky=True),
     "resnet18-cifar": _resnet18_cifar,
-    "resnet18-cifar-leaky": lambda c, ch, s, pretrained=False: leaky(_resnet18_cifar(c, ch, s, pretrained)),
+    "resnet18-cifar-leaky": lambda c, ch, s, pretrained=False, width=None: leaky(
+        _resnet18_cifar(c, ch, s, pretrained, width)),
     "vit-tiny": _vit_tiny,
     "small-cnn-capacity": lambda c, ch, s, pretrained=False: CapacityCNN(c, ch, s),
-    "resnet9-capacity": lambda c, ch, s, pretrained=False: CapacityResNet9(c, ch, s),
+    "resnet9-capacity": lambda c, ch, s, pretrained=False, width=None: CapacityResNet9(
+        c, ch, s, width=width or PAPER_WIDTH),
 }
+
+#: the architectures that take a base width (``"<name>@<width>"``): the paper models
+WIDTH_ARCHITECTURES = frozenset({"resnet18-cifar", "resnet18-cifar-leaky", "resnet9-capacity", "vit-tiny"})
+
+
+def leaky_variant(arch: str) -> str:
+    """The Leaky-ReLU twin of ``arch`` at the same width: ``"small-cnn"`` -> ``"small-cnn-leaky"``,
+    ``"resnet18-cifar@8"`` -> ``"resnet18-cifar-leaky@8"`` (Mixed-Privacy forgetting's core network)."""
+    base, width = split_arch(arch)
+    name = base if base.endswith("-leaky") else f"{base}-leaky"
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{arch!r} has no Leaky-ReLU variant; the ones that do: "
+                         f"{', '.join(a[:-len('-leaky')] for a in ARCHITECTURES if a.endswith('-leaky'))}")
+    return with_width(name, width)
 
 
 def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, *, pretrained: bool = False,
                 seed: int | None = None) -> nn.Module:
-    """A freshly initialised model (seeded when ``seed`` is given) that remembers how it was built."""
-    if arch not in ARCHITECTURES:
+    """A freshly initialised model (seeded when ``seed`` is given) that remembers how it was built.
+
+    ``arch`` may name a base width, ``"resnet18-cifar@8"``, for the architectures in :data:`WIDTH_ARCHITECTURES`."""
+    base, width = split_arch(arch)
+    if base not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
+    if width is not None and base not in WIDTH_ARCHITECTURES:
+        raise ValueError(f"architecture {base!r} has no width parameter ({arch!r}); the ones that do: "
+                         f"{', '.join(sorted(WIDTH_ARCHITECTURES))}")
+    sized = {} if width is None or width == PAPER_WIDTH else {"width": width}
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        model = ARCHITECTURES[arch](num_classes, in_channels, image_size, pretrained=pretrained)
+        model = ARCHITECTURES[base](num_classes, in_channels, image_size, pretrained=pretrained, **sized)
     except ValueError:  # a request the architecture cannot serve: its own message says what to do
         raise
     except Exception as e:

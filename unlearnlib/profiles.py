@@ -9,7 +9,9 @@
 - ``paper-smoke``: CI check of the paper path. The ``paper`` profile's datasets, architectures, recipe (one epoch)
   and code branches on a 200/50-image subset, one seed, the smallest grids cut to their first setting and one
   pass per method; its numbers mean nothing and are never published. It is what catches a crash that only the
-  ``paper`` branches would hit.
+  ``paper`` branches would hit. Its models are the paper architectures at base width :data:`PAPER_SMOKE_WIDTH`
+  (``"resnet18-cifar@8"``: the same modules, branches, hooks and BatchNorm paths at ~1/60 of the parameters);
+  with ``UNLEARNLIB_PAPER_SMOKE=full`` in the environment (``make test-paper``) it builds them at the paper width.
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 
@@ -17,9 +19,17 @@ Chapters read ``PROFILE`` from their papermill ``parameters`` cell and call :fun
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 
+from .models import split_arch, with_width
 from .training import Recipe
+
+#: paper-smoke's base width: the paper architectures with 8 channels where the paper has 64
+PAPER_SMOKE_WIDTH = 8
+
+#: set to ``full`` (or ``all``, the name ``make test-paper`` used first), paper-smoke builds the paper-width models
+PAPER_SMOKE_ENV = "UNLEARNLIB_PAPER_SMOKE"
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,14 @@ class Profile:
     #: how many rounds of grid extension every method is allowed when its choice sits on the edge of a numeric axis of
     #: its grid (:func:`unlearnlib.experiment.tune`); the same allowance for every method keeps the budget equal
     tuning_extensions: int = 2
+    #: the base width of the paper architectures (``None``: the paper's). Set, every architecture that takes a width
+    #: is built at it: ``arch`` (and any ``arch`` given to :meth:`replace`, e.g. REM's ``resnet9-capacity``) is
+    #: spelt ``"<name>@<width>"``, so the model, its checkpoint key and :meth:`as_dict` all say which model it is
+    arch_width: int | None = None
 
     def __post_init__(self):
+        if self.arch_width is not None:
+            object.__setattr__(self, "arch", with_width(self.arch, self.arch_width))
         seeds = tuple(int(s) for s in self.tuning_seeds) or (int(self.tuning_seed),)
         if seeds[0] != self.tuning_seed:
             raise ValueError(f"tuning_seed ({self.tuning_seed}) must be the first of tuning_seeds {seeds}; give "
@@ -78,6 +94,8 @@ class Profile:
         if "tuning_seed" in changes and "tuning_seeds" not in changes:
             first = changes["tuning_seed"]
             changes["tuning_seeds"] = (first, *(s for s in self.tuning_seeds[1:] if s != first))
+        if "arch_width" in changes and changes["arch_width"] is None and "arch" not in changes:
+            changes["arch"] = split_arch(self.arch)[0]  # back to the paper width
         return replace(self, **changes)
 
     def recipe_for(self, dataset: str) -> Recipe:
@@ -108,7 +126,8 @@ class Profile:
 
 
 #: Profile fields added after results and cache keys were made from :meth:`Profile.as_dict`, with their defaults
-_LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}, "tuning_extensions": 2}
+_LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}, "tuning_extensions": 2,
+                 "arch_width": None}
 
 #: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
 #: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
@@ -141,17 +160,27 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
         seeds=(0,), train_size=200, test_size=50, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
-        grid_cap=1,
+        grid_cap=1, arch_width=PAPER_SMOKE_WIDTH,
         dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
         dataset_sizes={name: (200, 100) for name in ("cifar20", "cifar100")},
-        description="CI check of the paper path: the paper's datasets, models and branches on 200 CIFAR-10 images "
-                    "(200 of the CIFAR-100 loader fixture), one epoch, one pass per method, one setting per "
-                    "tuning grid; numbers are meaningless"),
+        description="CI check of the paper path: the paper's datasets, architectures and branches on 200 CIFAR-10 "
+                    "images (200 of the CIFAR-100 loader fixture), one epoch, one pass per method, one setting per "
+                    "tuning grid, the models at base width arch_width (paper width with UNLEARNLIB_PAPER_SMOKE="
+                    "full); numbers are meaningless"),
 }
 
 
+def paper_smoke_full_width() -> bool:
+    """Whether the environment asks paper-smoke for the paper-width models (``UNLEARNLIB_PAPER_SMOKE=full``)."""
+    return os.environ.get(PAPER_SMOKE_ENV, "").strip().lower() in ("full", "all")
+
+
 def get_profile(name: str) -> Profile:
-    """The profile ``name``; a clear error lists the valid names otherwise."""
+    """The profile ``name``; a clear error lists the valid names otherwise. ``paper-smoke`` builds the paper
+    architectures at :data:`PAPER_SMOKE_WIDTH`, or at the paper width when :func:`paper_smoke_full_width`."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if name == "paper-smoke" and paper_smoke_full_width():
+        profile = profile.replace(arch_width=None)
+    return profile
