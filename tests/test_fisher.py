@@ -107,7 +107,13 @@ def test_fisher_forgetting_adds_noise_to_the_user_weights_of_a_mixed_linear_mode
     assert all(torch.equal(p, q) for p, q in zip(out.trunk.parameters(), model.trunk.parameters()))
 
 
-def test_bad_requests_are_refused_with_a_clear_error(small_fashion, class_task, original):
+def test_bad_requests_are_refused_with_a_clear_error(small_fashion, class_task, original, monkeypatch):
+    from unlearnlib.methods import baselines
+
+    def no_curvature(*args, **kwargs):
+        raise AssertionError("a bad request must be refused before the Fisher pass over D_r")
+
+    monkeypatch.setattr(baselines, "expected_fisher", no_curvature)
     random_task = tasks.random_samples(small_fashion, 30, seed=0)
     with pytest.raises(ValueError, match="class task"):
         unlearn("fisher", original, random_task, device="cpu", zero_forgotten_rows=True)

@@ -773,16 +773,17 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
         if retain_samples < len(retain):
             retain = np.sort(np.random.default_rng(seed).choice(retain, retain_samples, replace=False))
     model = model.to(device)
-    fisher = expected_fisher(model, task.data, retain, batch_size=batch_size, device=device)
     head = _output_layer(model, task.num_classes)
     head_params = {id(p) for p in head.parameters()} if head is not None else set()
     if zero_forgotten_rows is None:
         zero_forgotten_rows = task.kind == "full_class"
+    # a bad request is refused before the curvature pass over D_r, which is most of the method's time
     if zero_forgotten_rows and task.kind != "full_class":
         raise ValueError(f"zero_forgotten_rows applies to a class task, not a {task.kind!r} task")
     if zero_forgotten_rows and head is None:
         raise ValueError(f"zero_forgotten_rows needs a trainable nn.Linear classifier with {task.num_classes} "
                          f"outputs; pass zero_forgotten_rows=False")
+    fisher = expected_fisher(model, task.data, retain, batch_size=batch_size, device=device)
     gen, noise_source = noise_generator(noise_seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
