@@ -116,11 +116,10 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
         source = "cache" if refs.retrain.cached else "measured"
     else:
         result = unlearn(name, refs.original.model, task if seen is None else seen, seed=seed, device=device, **hp)
-        model, seconds, source, info = result.model, result.seconds, "measured", result.info
-        if info.get("diverged"):  # the method stopped at a non-finite loss or output: a diverged run, never scored
-            keys = _score_keys(task, quick, ctx.ref_out is not None)
-            return {**diverged_record(keys, step=info.get("diverged_step"),
-                                      reason=info.get("diverged_reason", "non-finite loss")), **info}, seconds, source
+        # a method that stopped at a non-finite loss or output gives a diverged record, never a score
+        rec = _evaluated(result, lambda m: _score(m, task, profile, seed, device, quick, ctx.ref_out),
+                         _score_keys(task, quick, ctx.ref_out is not None))
+        return {**rec, **result.info}, result.seconds, "measured"
     return {**_score(model, task, profile, seed, device, quick, ctx.ref_out), **info}, seconds, source
 
 

@@ -283,11 +283,9 @@ def diverged_record(keys, *, step: int | None = None, reason: str = "non-finite 
 def is_diverged(record) -> bool:
     """Whether a record (a dict or a DataFrame row) is of a diverged run; records without the field (older results
     files) count as not diverged."""
-    value = record.get("diverged", False) if hasattr(record, "get") else False
-    try:
-        return bool(value) and not (isinstance(value, float) and np.isnan(value))
-    except (TypeError, ValueError):
-        return False
+    from .stats import diverged_value
+
+    return diverged_value(record.get("diverged", False) if hasattr(record, "get") else False)
 
 
 def _metric_keys(task, *, reference: bool, quick: bool = False, retain: bool = False) -> list[str]:

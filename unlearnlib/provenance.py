@@ -85,12 +85,6 @@ def code_fingerprint(method: str | Iterable[str] | None = None) -> str:
     return modules_fingerprint(modules)
 
 
-def code_fingerprints(methods: Iterable[str]) -> dict[str, str]:
-    """``{method: code_fingerprint(method)}``: what a tuning record stores (``config["code"]``) so that another
-    chapter reuses its choice only with the same code (:func:`unlearnlib.comparison.reuse_tuning`)."""
-    return {method: code_fingerprint(method) for method in methods}
-
-
 #: the modules whose code decides a tuning choice beyond the method's: the tuning state machine
 TUNING_MODULES = ("experiment", "profiles")
 

@@ -62,11 +62,12 @@ def diverged_flags(df):
 
     if "diverged" not in df.columns:
         return pd.Series(False, index=df.index)
-    return df["diverged"].map(_is_true).astype(bool)
+    return df["diverged"].map(diverged_value).astype(bool)
 
 
-def _is_true(value) -> bool:
-    """The truth of one ``diverged`` field: None and NaN (a record without the field) are False."""
+def diverged_value(value) -> bool:
+    """The truth of one ``diverged`` field: None and NaN (a record without the field) are False. The one reading of
+    the field, shared by :func:`diverged_flags` and :func:`unlearnlib.metrics.is_diverged`."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     try:
