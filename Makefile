@@ -6,7 +6,8 @@
 #   make reproduce PROFILE=cpu [CHAPTER=foundations] [SEEDS=0] [ALLOW_DIRTY=1]   re-execute chapters in place on a
 #                                     profile; refuses uncommitted code unless ALLOW_DIRTY=1 (which is recorded)
 #   make bench                        training/evaluation throughput here and each chapter's predicted paper time
-#   make student                      copies of the chapters without solutions -> _student/
+#   make student                      coursework: each chapter's exercises as a student copy -> _student/<chapter>.ipynb,
+#                                     the nbgrader course -> _student/nbgrader/, chapters without solutions -> _student/chapters/
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,7 +20,7 @@ ALLOW_DIRTY ?=
 .PHONY: book test test-paper reproduce bench student clean help
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,10p' Makefile
 
 $(PY):
 	python3 -m venv $(VENV)

@@ -102,3 +102,20 @@ def built_book(tmp_path_factory):
     if proc.returncode != 0:
         pytest.fail("the book does not build with -W:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
     return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def smoke_chapter(isolated_outputs, tmp_path_factory):
+    """``smoke_chapter(path)``: the chapter executed on the smoke profile (device cpu), once per test session, into
+    the session's isolated results and checkpoints. The chapter tests and the coursework tests share the run: the
+    coursework copies read the models and the results it leaves."""
+    from unlearnlib.book import execute_chapter
+
+    runs: dict = {}
+
+    def run(chapter):
+        if chapter not in runs:
+            out = tmp_path_factory.mktemp(f"smoke-{chapter.stem}") / chapter.name
+            runs[chapter] = execute_chapter(chapter, out, profile="smoke", device="cpu", timeout=600)
+        return runs[chapter]
+    return run

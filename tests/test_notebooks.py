@@ -27,8 +27,8 @@ def test_the_book_has_chapters():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_runs_on_smoke_and_writes_results(chapter, tmp_path, isolated_outputs):
-    out = execute_chapter(chapter, tmp_path / chapter.name, profile="smoke", device="cpu", timeout=600)
+def test_chapter_runs_on_smoke_and_writes_results(chapter, isolated_outputs, smoke_chapter):
+    out = smoke_chapter(chapter)
     nb = nbformat.read(out, as_version=4)
     assert not _errors(nb)
     results = isolated_outputs / "results" / chapter.stem / "smoke.json"

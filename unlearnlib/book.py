@@ -3,7 +3,8 @@
     python -m unlearnlib.book reproduce --profile cpu [--chapter foundations] [--seeds 0,1] [--allow-dirty]
                                                                                  # `make reproduce [ALLOW_DIRTY=1]`
     python -m unlearnlib.book list
-    python -m unlearnlib.book student [--output _student]                        # what `make student` calls
+    python -m unlearnlib.book student [--output _student]                        # what `make student` calls:
+                                                          # coursework copies, the nbgrader course, chapters/
     python -m unlearnlib.book runs --write chapters/runs.md                      # the page of how results were made
 
 Reproducing executes each chapter into ``.<chapter>.running.ipynb`` next to it, saved after every cell, with every
@@ -385,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                      "injected as SEEDS")
     rep.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes to unlearnlib/, "
                      "pyproject.toml or a chapter's code cells (recorded in the results and on the runs page)")
-    stu = sub.add_parser("student", help="write the chapters with their solutions removed (for coursework)")
+    stu = sub.add_parser("student", help="write the coursework: a student copy of each chapter's exercises, the "
+                         "nbgrader course (nbgrader/), and the chapters with their solutions removed (chapters/)")
     stu.add_argument("--output", default=str(REPO_ROOT / "_student"))
     runs = sub.add_parser("runs", help="print (or --write) the page listing how each chapter's outputs were made")
     runs.add_argument("--write", help="file to write, e.g. chapters/runs.md")
@@ -401,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             print(page)
         return 0
     if args.command == "student":
-        for path in write_student_copies(Path(args.output), chapters):
+        from .coursework.release import write_coursework
+
+        for path in write_coursework(Path(args.output)) + write_student_copies(Path(args.output) / "chapters",
+                                                                                chapters):
             print(path)
         return 0
     if args.command == "list":
