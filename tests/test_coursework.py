@@ -9,7 +9,6 @@ crash. In the reference submission, after each check, a probe turns the answer i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap

@@ -115,3 +115,17 @@ def expect_fraction(value: Any, what: str) -> float:
     number = expect_number(value, what)
     expect(0.0 <= number <= 1.0, f"{what} is {number:.4g}; give accuracies as fractions in [0, 1], not percentages")
     return number
+
+
+def expect_close_or_nan(value: Any, target: float, what: str, *, why_nan: str, hint: str = "",
+                        tol: float = 1e-6) -> None:
+    """``value`` within ``tol`` of ``target`` (:func:`expect_close`), and NaN exactly where ``target`` is NaN
+    (``why_nan`` says why there is nothing to compute there)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what} should be a number, not {type(value).__name__} {value!r}") from None
+    if math.isnan(target):
+        expect(math.isnan(number), f"{what} is {number:.6g}, but {why_nan}{': ' + hint if hint else ''}")
+        return
+    expect_close(number, target, what, hint=hint, tol=tol)

@@ -2,10 +2,9 @@
 rebuilds from the results files (:func:`standard_runs`)."""
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
-from .checks import CheckFailed, expect, expect_mapping, register
+from .checks import expect, expect_close_or_nan, expect_mapping, register
 
 #: the budget of ``cmp-ex-budget``: one tenth of a retraining per request, i.e. a speed-up of at least 10
 BUDGET_SPEED_UP = 10.0
@@ -60,15 +59,8 @@ def _as_dict(answer):
 
 def _same_number(value, target: float, what: str, hint: str) -> None:
     """``value`` equals ``target`` (both NaN where the target is NaN: a method not ranked)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise CheckFailed(f"{what} should be a number, not {type(value).__name__} {value!r}") from None
-    if math.isnan(target):
-        expect(math.isnan(number), f"{what} is {number:g}, but that method is not ranked under some measure: {hint}")
-    else:
-        expect(not math.isnan(number) and abs(number - target) <= 1e-9,
-               f"{what} is {number:g}, which does not follow from the ranks: {hint}")
+    expect_close_or_nan(value, target, what, hint=hint, tol=1e-9,
+                        why_nan="that method is not ranked under some measure")
 
 
 @register("cmp-ex-weights")

@@ -1,10 +1,9 @@
 """Checks of the foundations chapter's exercises (``coursework/foundations.yml``)."""
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
-from .checks import CheckFailed, expect, expect_close, expect_mapping, register
+from .checks import CheckFailed, expect, expect_close, expect_close_or_nan, expect_mapping, register
 
 
 def _as_dict(answer):
@@ -25,15 +24,9 @@ def _by_seed(answer, seeds, what: str) -> dict:
 
 def _close_or_nan(value, target: float, what: str, hint: str) -> None:
     """``value`` within 1e-6 of ``target``; NaN exactly where ``target`` is NaN (nothing to compute: one seed)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise CheckFailed(f"{what} should be a number, not {type(value).__name__} {value!r}") from None
-    if math.isnan(target):
-        expect(math.isnan(number), f"{what} is {number:.6g}, but there is nothing to compute it from on this run "
-                                   f"(a standard deviation or mean over no other seed is NaN): {hint}")
-        return
-    expect_close(number, target, what, hint=hint)
+    expect_close_or_nan(value, target, what, hint=hint,
+                        why_nan="there is nothing to compute it from on this run (a standard deviation or mean over "
+                                "no other seed is NaN)")
 
 
 @register("ex-foundations-random-target")
