@@ -272,7 +272,7 @@ def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, points:
     return {"nbgrader": meta}
 
 
-def _indent_region(code: str) -> str:
+def _solution_region(code: str) -> str:
     return f"{SOLUTION_BEGIN}\n{code}\n{SOLUTION_END}"
 
 
@@ -283,7 +283,7 @@ def source_notebook(chapter: str | Path, *, timings: dict | None = None, root: P
 
     cw = load_coursework(chapter, root=root)
     link = f"{REPO_URL}/blob/main/chapters/{cw.name}.ipynb"
-    colab = f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/coursework/student/{cw.name}.ipynb"
+    colab = student_copy_url(cw.name)
     cells = [new_markdown_cell(
         f"# Exercises: {cw.title}\n\n"
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})\n\n"
@@ -316,7 +316,7 @@ def source_notebook(chapter: str | Path, *, timings: dict | None = None, root: P
                                  f"{time_note(cw, ex, timings)}\n\n"
                                  f"**Code ({ex.points} points).** {ex.task}")
         head.metadata.update(_meta(f"{ex.label}-statement", locked=True))
-        answer = new_code_cell(_indent_region(ex.solution))
+        answer = new_code_cell(_solution_region(ex.solution))
         answer.metadata.update(_meta(f"{ex.label}-answer", solution=True))
         tests = ex.tests + (f"\n{HIDDEN_BEGIN}\n{ex.hidden_tests}\n{HIDDEN_END}" if ex.hidden_tests else "")
         test = new_code_cell(tests)
