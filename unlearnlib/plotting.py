@@ -1,5 +1,9 @@
 """Figures shared by every chapter: metric bars with the retrain reference, and time versus quality.
 
+Every figure is drawn to be read at the width of the book's text column (:data:`PAGE_WIDTH_IN`): a figure wider
+than the column is scaled down to it, so its text shrinks with it. :func:`show` refuses a figure whose smallest text
+would be under :data:`MIN_FONT_PT` at that width, and glues the figure for a captioned ``{glue:figure}``.
+
 No figure draws a diverged run (a record with ``diverged`` True, :func:`unlearnlib.stats.diverged_flags`) as a
 value: its runs are left out, and the figure says "diverged on k of S seeds" where the method is named."""
 from __future__ import annotations
@@ -7,6 +11,45 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+#: the width of the book's text column in inches (sphinx-book-theme at a laptop's width): wider figures are scaled down
+PAGE_WIDTH_IN = 7.5
+#: the smallest text a reader should have to read, in points, once the figure is scaled to the column
+MIN_FONT_PT = 8.0
+
+
+def smallest_text_pt(fig, page_width_in: float = PAGE_WIDTH_IN) -> float:
+    """The size in points of the smallest visible text of ``fig`` as a reader sees it: a figure wider than the page
+    is shown scaled down to the page's width, and its text with it. ``inf`` when the figure has no text."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # tick labels exist only once drawn
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    scale = min(1.0, page_width_in / fig.get_figwidth())
+    return scale * min(sizes) if sizes else float("inf")
+
+
+def show(fig, name: str | None = None, *, min_pt: float = MIN_FONT_PT) -> None:
+    """Show ``fig``; in the book also glue it as ``name`` so that a ``{glue:figure}`` gives it a caption.
+
+    Raises ``ValueError`` when the figure's smallest text would be under ``min_pt`` points at the page's width: make
+    the figure narrower or its fonts larger. The cell that calls it is tagged ``remove-output`` in a chapter, so that
+    the book shows the captioned figure once; in Colab or Jupyter the figure shows in the cell as usual."""
+    import matplotlib.pyplot as plt
+
+    smallest = smallest_text_pt(fig)
+    if smallest < min_pt:
+        raise ValueError(f"figure {name or ''}: its smallest text is {smallest:.1f} pt at the page's width "
+                         f"({PAGE_WIDTH_IN} in; the figure is {fig.get_figwidth():.1f} in wide): make it narrower "
+                         f"or its fonts larger (at least {min_pt:g} pt)")
+    if name:
+        try:
+            from myst_nb import glue
+        except ImportError:  # Colab: no book build
+            pass
+        else:
+            glue(name, fig, display=False)
+    plt.show()
 
 
 def _divergence_notes(df, by: str = "method") -> dict[str, str]:
@@ -29,7 +72,7 @@ def _without_diverged(df):
 def _note_left_out(ax, notes: dict[str, str]) -> None:
     """Write, under the axes, which methods are not drawn or drawn from fewer seeds, and why."""
     if notes:
-        ax.text(0, -0.22, "; ".join(f"{m}: {n}" for m, n in notes.items()), transform=ax.transAxes, fontsize=6.5,
+        ax.text(0, -0.22, "; ".join(f"{m}: {n}" for m, n in notes.items()), transform=ax.transAxes, fontsize=8,
                 va="top", ha="left", color="crimson", wrap=True)
 
 
@@ -42,7 +85,7 @@ def method_palette(methods: Sequence[str]) -> dict:
 
 
 def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, reference: str = "retrain",
-                order: Sequence[str] | None = None, ncols: int = 4, height: float = 2.6):
+                order: Sequence[str] | None = None, ncols: int = 3, height: float = 2.9):
     """One panel per metric: mean over seeds with std error bars per method; a dashed line marks the retrain
     reference so every bar is read against it. Diverged runs are not drawn: the method's label says "diverged on k
     of S seeds" (no bar at all when every seed diverged)."""
@@ -57,7 +100,7 @@ def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, referenc
     metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
     ncols = min(ncols, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols, height * nrows), squeeze=False)
     palette = method_palette(order)
     for ax, metric in zip(axes.flat, metrics):
         sns.barplot(data=df, x="method", y=metric, hue="method", order=order, hue_order=order, palette=palette,
@@ -65,15 +108,16 @@ def metric_bars(df, metrics: Sequence[str], *, task: str | None = None, referenc
         ref = df.loc[df["method"] == reference, metric]
         if len(ref):
             ax.axhline(ref.mean(), ls="--", c="k", lw=1, label=f"{reference}")
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(metric, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.set_xticks(range(len(order)), [f"{m}\n({notes[m]})" if m in notes else m for m in order])
         ax.tick_params(axis="x", rotation=60, labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     if task:
-        fig.suptitle(task, fontsize=11)
+        fig.suptitle(task, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -100,12 +144,12 @@ def time_vs_quality(df, *, quality: str = "retrain_gap", time: str = "seconds", 
     means = df.groupby(["task", "method"], sort=False)[[time, quality]].mean().reset_index()
     means = means[means[time] > 0]  # "original" takes no time and cannot sit on a log axis
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.8))
+        _, ax = plt.subplots(figsize=(7, 4))
     sns.scatterplot(data=means, x=time, y=quality, hue="method", palette=palette, style="task", s=70, ax=ax)
     ax.set_xscale("log")
     ax.set_xlabel("time (s, log scale)")
     ax.set_ylabel(quality + (" (lower is better)" if quality == "retrain_gap" else ""))
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     _note_left_out(ax, notes)
     ax.figure.tight_layout()
     return ax.figure
@@ -131,7 +175,7 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
     gone_k = gone["sum"].reindex_like(table).fillna(0)
     gone_n = gone["size"].reindex_like(table).fillna(0)
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.6 * table.shape[1] + 1.5, 0.45 * table.shape[0] + 1))
+        _, ax = plt.subplots(figsize=(0.75 * table.shape[1] + 2, 0.5 * table.shape[0] + 1.2))
     im = ax.imshow(table.values, cmap=cmap, aspect="auto")
     ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
     ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
@@ -143,7 +187,7 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
             v, k, n = table.values[i, j], int(gone_k.values[i, j]), int(gone_n.values[i, j])
             dark = (v - lo) / (hi - lo + 1e-12) > 0.5  # viridis_r is dark at high values
             text = "diverged" if n and k == n else format(v, fmt) + (f"\ndiv. {k}/{n}" if k else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="w" if dark else "k")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="w" if dark else "k")
     styles = ["-", "--", ":"]
     for k, (label, (xv, yv)) in enumerate((marks or {}).items()):
         if xv in table.columns and yv in table.index:
@@ -151,9 +195,10 @@ def grid_heatmap(df, *, x: str, y: str, value: str, ax=None, marks: dict | None 
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2, ls=styles[k % 3],
                                    label=label))
     if marks:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.25, 1))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.25, 1))
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title or value, fontsize=9)
+    ax.tick_params(labelsize=8)
     return ax
 
 
@@ -173,21 +218,21 @@ def gap_heatmap(board, metrics: Sequence[str], *, task: str, scale: float = 100.
     low = np.array([[part[f"{m} gap low"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
     high = np.array([[part[f"{m} gap high"].get(meth, np.nan) for m in metrics] for meth in part.index]) * scale
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 0.42 * len(part.index) + 1))
+        _, ax = plt.subplots(figsize=(1.5 * len(metrics) + 2.5, 0.5 * len(part.index) + 1.2))
     im = ax.imshow(np.abs(gap), cmap="Reds", aspect="auto", vmin=0)
     for i in range(gap.shape[0]):
         for j in range(gap.shape[1]):
             if np.isnan(gap[i, j]):
                 if notes is not None and len(notes) and notes.iloc[i]:
-                    ax.text(j, i, "diverged", ha="center", va="center", fontsize=6, color="crimson")
+                    ax.text(j, i, "diverged", ha="center", va="center", fontsize=8, color="crimson")
                 continue
             interval = "" if not np.isfinite(low[i, j]) else f"\n[{low[i, j]:+.1f}, {high[i, j]:+.1f}]"
-            ax.text(j, i, f"{gap[i, j]:+.1f}{interval}", ha="center", va="center", fontsize=6)
+            ax.text(j, i, f"{gap[i, j]:+.1f}{interval}", ha="center", va="center", fontsize=8)
             if not (low[i, j] > 0 or high[i, j] < 0):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, ec="0.6"))
-    ax.set_xticks(range(len(metrics)), list(metrics), fontsize=7, rotation=20)
+    ax.set_xticks(range(len(metrics)), list(metrics), fontsize=8, rotation=20)
     labels = [f"{m} ({notes[m]})" if len(notes) and notes[m] else m for m in part.index]
-    ax.set_yticks(range(len(part.index)), labels, fontsize=7)
+    ax.set_yticks(range(len(part.index)), labels, fontsize=8)
     ax.figure.colorbar(im, ax=ax, shrink=0.8, label="|gap to the reference| (points)")
     interval = "Holm-adjusted 95 % interval" if adjusted else "95 % interval"
     ax.set_title((title + (" (Holm-adjusted)" if adjusted else "")) if title
@@ -220,7 +265,7 @@ def pareto_panel(points, *, cost: str, time: str = "seconds", ax=None, title: st
         on_front = method in front.index
         ax.scatter(row[time], row[cost], s=60 if on_front else 35, color=palette.get(method, "0.3"), zorder=2,
                    edgecolor="black" if on_front else "none")
-        ax.annotate(method, (row[time], row[cost]), fontsize=7, xytext=(4, 3), textcoords="offset points",
+        ax.annotate(method, (row[time], row[cost]), fontsize=8, xytext=(4, 3), textcoords="offset points",
                     fontweight="bold" if on_front else "normal")
     ax.set_xscale("log")
     ax.set(xlabel="unlearning time (s, log scale)", ylabel=ylabel or cost, title=title)
