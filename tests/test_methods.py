@@ -257,3 +257,24 @@ def test_a_pass_cap_lowers_every_methods_passes_for_a_code_check_and_says_so(tra
     assert "pass_cap" not in unlearn("finetune", trained[0], class_task, epochs=1, device="cpu").info
     with pytest.raises(ValueError, match="whole number"):
         methods.cap_passes(0)
+
+
+@pytest.mark.parametrize("name, hp", [("finetune", {"epochs": 1, "lr": 0.01}),
+                                      ("neggrad_plus", {"epochs": 1, "lr": 0.01, "alpha": 0.9})])
+def test_bn_eval_keeps_the_batchnorm_statistics_that_bn_train_updates(trained, class_task, name, hp):
+    """A few-shot run must not re-estimate BatchNorm from a handful of images: with bn="eval" the running statistics
+    stay the original's; the default, bn="train", updates them. Nothing stays patched on the returned model."""
+    from unlearnlib import tasks
+
+    original, _ = trained
+    few = tasks.few_shot(class_task, 5, seed=0)
+    norms = lambda m: [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+    running = lambda m: torch.cat([torch.cat([b.running_mean, b.running_var]) for b in norms(m)])
+    assert norms(original), "the small CNN has BatchNorm layers"
+    kept = unlearn(name, original, few, seed=0, device="cpu", bn="eval", **hp).model
+    moved = unlearn(name, original, few, seed=0, device="cpu", **hp).model
+    assert torch.equal(running(kept), running(original))
+    assert not torch.equal(running(moved), running(original))
+    assert all("train" not in vars(b) for b in norms(kept))
+    with pytest.raises(ValueError, match="bn must be"):
+        unlearn(name, original, few, seed=0, device="cpu", bn="frozen", **hp)

@@ -34,6 +34,7 @@ Trivial baselines (no training, 0 s), so that a reader sees what a method adds b
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 
@@ -105,11 +106,30 @@ def retrain(model: nn.Module, task, *, seed: int = 0, device="cpu", recipe: Reci
 
 @register("finetune", paper="catastrophic forgetting baseline")
 def finetune(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 2, lr: float = 0.01,
-             batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 5e-4) -> nn.Module:
-    """Fine-tune on D_r only (SGD, cosine schedule) so that D_f fades."""
+             batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 5e-4, bn: str = "train") -> nn.Module:
+    """Fine-tune on D_r only (SGD, cosine schedule) so that D_f fades. ``bn="eval"`` keeps BatchNorm on its running
+    statistics (neither used from the batch nor updated), as a few-shot method must when its batches are tiny."""
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                     schedule="cosine")
-    return train_model(model, task.data, task.retain_idx, recipe, seed=seed, device=device, desc="finetune")
+    with _batchnorm_mode(model, bn):
+        return train_model(model, task.data, task.retain_idx, recipe, seed=seed, device=device, desc="finetune")
+
+
+@contextlib.contextmanager
+def _batchnorm_mode(model: nn.Module, bn: str):
+    """``bn="train"``: nothing changes. ``bn="eval"``: the model's BatchNorm layers stay in eval mode while the
+    block runs, whatever ``model.train()`` is called inside it."""
+    if bn not in ("train", "eval"):
+        raise ValueError(f"bn must be 'train' or 'eval', got {bn!r}")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if bn == "eval" else []
+    for m in norms:
+        m.eval()
+        m.train = lambda mode=True, _m=m: _m
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.train
 
 
 @register("gradient_ascent", paper="Thudi et al. 2022 (NegGrad)")
@@ -144,10 +164,17 @@ def _check_final_weights(model: nn.Module, step: int) -> nn.Module:
 
 @register("neggrad_plus", paper="Kurmanji et al. 2023 (NeurIPS), NegGrad+")
 def neggrad_plus(model: nn.Module, task, *, seed: int = 0, device="cpu", epochs: int = 1, lr: float = 0.01,
-                 alpha: float = 0.95, batch_size: int = 128, max_grad_norm: float = 5.0) -> nn.Module:
-    """Minimise alpha * CE(D_r batch) - (1 - alpha) * CE(D_f batch), cycling through D_f alongside D_r."""
+                 alpha: float = 0.95, batch_size: int = 128, max_grad_norm: float = 5.0, bn: str = "train") -> nn.Module:
+    """Minimise alpha * CE(D_r batch) - (1 - alpha) * CE(D_f batch), cycling through D_f alongside D_r.
+    ``bn="eval"`` keeps BatchNorm on its running statistics (see :func:`finetune`)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    with _batchnorm_mode(model, bn):
+        return _neggrad_plus(model, task, seed=seed, device=device, epochs=epochs, lr=lr, alpha=alpha,
+                             batch_size=batch_size, max_grad_norm=max_grad_norm)
+
+
+def _neggrad_plus(model, task, *, seed, device, epochs, lr, alpha, batch_size, max_grad_norm) -> nn.Module:
     set_seed(seed)
     steps = epochs * int(np.ceil(len(task.retain_idx) / batch_size))
     opt, sched = make_optimizer(model, Recipe(epochs=epochs, lr=lr, schedule="cosine", batch_size=batch_size),

@@ -4,8 +4,8 @@ What the paper states (abstract and introduction): a model trained on many class
 *restricted* classes; only a few training samples are available, so retraining is impossible; the method
 (1) identifies the parameters that are highly relevant to the restricted classes and (2) removes the restricted
 knowledge from them with the limited data, (3) without hurting the remaining classes. The code is not public, and
-the text (arXiv 2210.10670) could not be read for this book (its build machines cannot reach it), so every concrete
-choice below is ours, made to fit that description:
+only the abstract and the first page of the introduction were consulted, so every concrete choice below is ours, made
+to fit that description:
 
 1. **Relevance** of parameter ``theta_i`` to a set of samples S: the first-order (Taylor) estimate of how much the
    log-likelihood of the true class would change if the parameter were removed, ``mean_{x in S} |theta_i *
