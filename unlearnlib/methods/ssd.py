@@ -338,10 +338,12 @@ def alpha_ceiling(task, batch_size: int | None = None) -> float:
     D_f batch of the pass over D is shifted by ``|D_r| mod B`` samples against the pass over D_f alone (it holds the
     tail of one D_f batch and the head of the next). A batch mean over a shifted window can be smaller or larger
     than over the aligned one, so the ceiling is a heuristic, not a bound: it holds only up to the ratio of the two
-    sums of squares over D_f, which need not be near 1 (the SSD chapter's estimator ablation measures the largest
-    ratio above the ceiling, further above it at B = 256 than at B = 64). An alpha far above the ceiling selects
-    (almost) nothing. Examples with B = 64: one CIFAR-100 class (500 of 50,000)
-    gives about 98, one CIFAR-20 class (2,500 of 50,000) about 19.6, one Fashion-MNIST class (5,500 of 55,000) 10.
+    sums of squares over D_f, which need not be near 1 for a single parameter. What it predicts is the bulk: few
+    ratios pass it, and an alpha far above it selects (almost) nothing. Where it fails is the maximum: the SSD
+    chapter's estimator ablation measures largest ratios above the ceiling, further above it at B = 256 than at
+    B = 64. Only the per-sample estimator obeys ``I_Df / I_D ≤ |D| / |D_f|`` exactly. Examples with B = 64: one
+    CIFAR-100 class (500 of 50,000) gives about 98, one CIFAR-20 class (2,500 of 50,000) about 19.6, one
+    Fashion-MNIST class (5,500 of 55,000) 10.
     """
     b = batch_size or default_batch_size(task)
     n_d = math.ceil(len(task.retain_idx) / b) + math.ceil(len(task.forget_idx) / b)
@@ -379,9 +381,10 @@ def _ssd(model: nn.Module, task, *, alpha: float, lam: float, batch_size: int | 
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     ceiling = alpha_ceiling(task, batch_size or (importance_d.batch_size if importance_d else None))
     if alpha >= 0.9 * ceiling:
-        warnings.warn(f"alpha={alpha:g} is near or above {ceiling:.1f} = #batches(D) / #batches(D_f), the largest "
-                      f"ratio I_Df / I_D can reach when D_f is part of D, so SSD will select (almost) no parameter "
-                      f"and forget nothing. Choose a smaller alpha (see ssd.alpha_ceiling).", stacklevel=3)
+        warnings.warn(f"alpha={alpha:g} is near or above {ceiling:.1f} = #batches(D) / #batches(D_f), a heuristic "
+                      f"ceiling on I_Df / I_D when D_f is part of D (few ratios pass it), so SSD will select "
+                      f"(almost) no parameter and forget nothing. Choose a smaller alpha (see ssd.alpha_ceiling).",
+                      stacklevel=3)
     if importance_d is not None:
         importance_d.check(model, label_free, task)
         if batch_size is not None and batch_size != importance_d.batch_size:
