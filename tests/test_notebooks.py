@@ -281,6 +281,38 @@ def test_committed_chapter_shows_no_stderr_residue(chapter):
     assert "\r" not in stdout and not re.search(r"\d+(\.\d+)?(it|s)/(s|it)\]", stdout), "progress-bar residue"
 
 
+def _glued_text(nb) -> dict[str, str]:
+    """Every glued value's text/plain, as myst-nb reads it (papermill records or a display's text/plain)."""
+    out = {}
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = o.get("data", {})
+            text = data.get("text/plain", data.get("application/papermill.record/text/plain"))
+            if name and text is not None:
+                out[name] = text
+    return out
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_glued_number_formats_as_the_prose_asks(chapter):
+    """``{glue:text}`key:.1f``` formats the glued text/plain with myst-nb's own rule; a numpy scalar glued as it is
+    reads ``np.float64(87.8)``, which neither formats nor reads as a number on the page. Glue plain floats."""
+    from myst_nb.core.variables import format_plain_text
+
+    nb = nbformat.read(chapter, as_version=4)
+    glued = _glued_text(nb)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    bad = sorted({key for key, value in glued.items() if re.match(r"np\.\w+\(", value.strip("'\""))})
+    assert not bad, f"{chapter.name} glues numpy scalars (float() them): {bad}"
+    for key, spec in re.findall(r"\{glue:text\}`([^`:]+):([^`]+)`", text):
+        if key in glued:
+            try:
+                format_plain_text(glued[key], spec)
+            except Exception as exc:  # myst-nb would drop the value with a warning
+                pytest.fail(f"{chapter.name}: {key!r} = {glued[key]!r} does not format with {spec!r} ({exc})")
+
+
 #: a call a reader must see: a method's source, or an unlearning method being run or tuned
 _METHOD_CALL = re.compile(r"show_source\(|\bunlearn\(|run_methods\(|\btune\w*\(|methods\.unlearn\(")
 _HIDDEN = {"hide-input", "remove-cell", "remove-input", "hide-cell"}
