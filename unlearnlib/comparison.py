@@ -208,11 +208,11 @@ def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain", holm:
     """
     import pandas as pd
 
-    from .stats import diverged_flags, holm_adjusted, metric_bounds, paired_difference, seeds_note
+    from .stats import collapsed_flags, diverged_flags, holm_adjusted, metric_bounds, paired_difference, seeds_note
 
     columns = list(metrics) + ["seconds"]
     rows, diffs = [], {}
-    flags = diverged_flags(df)
+    flags, collapsed = diverged_flags(df), collapsed_flags(df)
     for task, part in df.groupby("task", sort=False):
         ref = _reference_by_seed(part, columns, reference, task)
         ref_seeds = set(part.loc[part["method"] == reference, "seed"])
@@ -241,7 +241,8 @@ def leaderboard(df, metrics: Sequence[str], *, reference: str = "retrain", holm:
             row["speed-up"] = (ref.loc[per_seed.index, "seconds"].mean() / row["seconds"]
                                if row["seconds"] > 0 else np.nan)
             row["seeds"], row["seeds ran"], row["diverged seeds"] = len(per_seed), len(ran), len(out_seeds)
-            row["excluded"] = seeds_note(len(out_seeds), len(ran))
+            gone_collapsed = set(runs.loc[collapsed.loc[runs.index], "seed"]) & out_seeds
+            row["excluded"] = seeds_note(len(out_seeds), len(ran), collapsed=len(gone_collapsed))
             row["holm"] = holm
             rows.append(row)
     board = pd.DataFrame(rows).set_index(["task", "method"])
@@ -388,9 +389,10 @@ def tied_with_best(df, metric: str, *, reference: str = "retrain", higher_is_bet
     numbers, never tied, and ``excluded`` says why ("diverged on 2 of 5 seeds")."""
     import pandas as pd
 
-    from .stats import exclusion_note, holm_adjusted, metric_bounds, paired_difference, seed_table
+    from .stats import collapsed_table, exclusion_note, holm_adjusted, metric_bounds, paired_difference, seed_table
 
     values, ran, diverged = seed_table(df, metric)
+    collapsed = collapsed_table(df)
     if higher_is_better is None:
         if reference not in values.columns:
             raise ValueError(f"no {reference!r} rows to measure distances to")
@@ -398,16 +400,17 @@ def tied_with_best(df, metric: str, *, reference: str = "retrain", higher_is_bet
         if not keep.any():
             raise ValueError(f"the {reference!r} rows have no {metric!r} on any seed (diverged?); no distances")
         ref_values = values.loc[keep, reference]
-        values, ran, diverged = (t.loc[keep].drop(columns=reference) for t in (values, ran, diverged))
+        values, ran, diverged, collapsed = (t.loc[keep].drop(columns=reference)
+                                            for t in (values, ran, diverged, collapsed))
         values = values.sub(ref_values, axis=0).abs()
         sign = -1.0
     else:
         sign = 1.0 if higher_is_better else -1.0
     if methods is not None:
         chosen = [m for m in methods if m in values.columns]
-        values, ran, diverged = values[chosen], ran[chosen], diverged[chosen]
+        values, ran, diverged, collapsed = values[chosen], ran[chosen], diverged[chosen], collapsed[chosen]
     complete = [m for m in values.columns if values[m].notna().all()]
-    notes = {m: exclusion_note(values[m], ran[m], diverged[m]) or f"ran on {int(ran[m].sum())} of {len(values)} seeds"
+    notes = {m: exclusion_note(values[m], ran[m], diverged[m], collapsed[m]) or f"ran on {int(ran[m].sum())} of {len(values)} seeds"
              for m in values.columns if m not in complete}
     if not complete:
         raise ValueError(f"no method has {metric!r} on every seed"

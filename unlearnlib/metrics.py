@@ -41,11 +41,20 @@ evaluation here (:func:`evaluate`, :func:`quick_evaluate`, :func:`validation_eva
 returns for it a record with ``diverged=True`` and NaN in every metric (:func:`diverged_record`), never a score: NaN
 logits turned into numbers would predict class 0 and look like a model. Every other record holds ``diverged=False``.
 
+Collapse: a finite model whose accuracy on the classes it should keep is no better than predicting the most frequent
+of them (within three binomial standard errors, :func:`collapse_threshold`) has lost its function; a forget accuracy
+of 0 from it is not forgetting. :func:`evaluate`, :func:`quick_evaluate` and :func:`corruption_metrics` return for it
+the same unscored record, with ``collapsed=True`` and a ``diverged_reason`` that gives the accuracy it fell to
+(:func:`collapsed_record`); tables say "collapsed on k of S seeds" for it (:func:`unlearnlib.stats.seeds_note`).
+Selection steps (:func:`validation_evaluate`) score such a model as they score any other: its low validation accuracy
+already loses.
+
 ``activation_distance`` (SSD's ``actv_dist``): mean over D_f of the L2 distance between the softmax outputs of the
 model and of the retrain model; 0 means identical predictions on the forget set.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,9 +264,11 @@ def task_outputs(model: nn.Module, task, *, device: str | torch.device = "auto",
 # other record holds ``diverged=False``. Nothing on a scored path converts non-finite values.
 
 #: the fields every evaluation record carries about divergence
-DIVERGENCE_FIELDS = ("diverged", "diverged_step", "diverged_reason")
+DIVERGENCE_FIELDS = ("diverged", "diverged_step", "diverged_reason", "collapsed")
 #: what a finite model's record holds in those fields
-FINITE = {"diverged": False, "diverged_step": None, "diverged_reason": None}
+FINITE = {"diverged": False, "diverged_step": None, "diverged_reason": None, "collapsed": False}
+#: how many binomial standard errors above chance a model must be to count as working (:func:`collapse_threshold`)
+COLLAPSE_STANDARD_ERRORS = 3.0
 
 
 def outputs_finite(logits: torch.Tensor) -> bool:
@@ -277,7 +288,50 @@ def diverged_record(keys, *, step: int | None = None, reason: str = "non-finite 
     """The record of a diverged run: NaN for every metric in ``keys``, ``diverged=True``, the ``step`` where the
     method stopped (None when only the evaluation found it) and the ``reason``."""
     return {**{k: float("nan") for k in keys if k not in DIVERGENCE_FIELDS},
-            "diverged": True, "diverged_step": step, "diverged_reason": reason}
+            "diverged": True, "diverged_step": step, "diverged_reason": reason, "collapsed": False}
+
+
+def chance_accuracy(labels) -> float:
+    """The accuracy of the best constant prediction on ``labels``: the share of the most frequent class (1/k for k
+    balanced classes). NaN for no labels."""
+    labels = np.asarray(labels.numpy() if isinstance(labels, torch.Tensor) else labels)
+    if labels.size == 0:
+        return float("nan")
+    return float(np.bincount(labels).max() / labels.size)
+
+
+def collapse_threshold(labels) -> float:
+    """The accuracy on ``labels`` at or below which a model counts as collapsed: :func:`chance_accuracy` plus
+    ``COLLAPSE_STANDARD_ERRORS`` binomial standard errors of an accuracy measured on that many samples (with 1,000
+    test images of ten classes: 0.1 + 3 x 0.0095 = 0.128). A model above it does better than a constant on the data
+    it should keep, however badly."""
+    p, n = chance_accuracy(labels), len(labels)
+    return p + COLLAPSE_STANDARD_ERRORS * math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def collapse_reason(accuracy: float, labels, *, what: str = "the remaining classes' test images") -> str | None:
+    """Why a model whose ``accuracy`` on ``labels`` is at or below :func:`collapse_threshold` counts as collapsed
+    (None when it does not)."""
+    threshold = collapse_threshold(labels)
+    if not (accuracy <= threshold):
+        return None
+    return (f"collapsed: {accuracy:.1%} accuracy on {what}, no better than predicting the most frequent class "
+            f"({chance_accuracy(labels):.1%}; threshold {threshold:.1%}, {COLLAPSE_STANDARD_ERRORS:g} standard errors "
+            f"above it)")
+
+
+def collapsed_record(keys, reason: str) -> dict:
+    """The record of a collapsed model: as :func:`diverged_record` (NaN for every metric, never scored), with
+    ``collapsed=True`` and the ``reason`` (:func:`collapse_reason`) that says what it fell to."""
+    return {**diverged_record(keys, reason=reason), "collapsed": True}
+
+
+def is_collapsed(record) -> bool:
+    """Whether a record (a dict or a DataFrame row) is of a collapsed model (a subset of :func:`is_diverged`: both
+    are never scored); records without the field count as not collapsed."""
+    from .stats import diverged_value
+
+    return diverged_value(record.get("collapsed", False) if hasattr(record, "get") else False)
 
 
 def is_diverged(record) -> bool:
@@ -317,6 +371,9 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
     y_r = d.y_train[torch.from_numpy(task.retain_idx)]
     y_tr = d.y_test[torch.from_numpy(task.test_retain_idx)]
     y_tf = d.y_test[torch.from_numpy(task.test_forget_idx)]
+    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr)
+    if reason:
+        return collapsed_record(_metric_keys(task, reference=reference is not None), reason)
     test_logits = torch.cat([out.test_retain, out.test_forget])
     test_y = torch.cat([y_tr, y_tf])
     record = {
@@ -354,9 +411,13 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     if not out.finite:
         return diverged_record(_metric_keys(task, reference=False, quick=True, retain=retain),
                                reason="non-finite weights" if not out.weights_finite else "non-finite outputs")
+    y_tr = d.y_test[torch.from_numpy(task.test_retain_idx)]
+    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr)
+    if reason:
+        return collapsed_record(_metric_keys(task, reference=False, quick=True, retain=retain), reason)
     record = {
         "forget_acc": accuracy_from_logits(out.forget, d.y_train[torch.from_numpy(task.forget_idx)]),
-        "test_acc": accuracy_from_logits(out.test_retain, d.y_test[torch.from_numpy(task.test_retain_idx)]),
+        "test_acc": accuracy_from_logits(out.test_retain, y_tr),
         "test_forget_acc": accuracy_from_logits(out.test_forget, d.y_test[torch.from_numpy(task.test_forget_idx)]),
     }
     if retain:
@@ -397,6 +458,9 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     if np.isnan(healed) or not outputs_finite(test_logits):
         return diverged_record(keys, reason="non-finite outputs")
     correct = (test_logits.argmax(1) == d.y_test).numpy()
+    reason = collapse_reason(float(correct.mean()), d.y_test, what="the clean test images")
+    if reason:
+        return collapsed_record(keys, reason)
     if c["kind"] == "label_swap":
         swapped = np.isin(d.y_test.numpy(), task.params["swap_classes"])
         utility, healed_test = float(correct[~swapped].mean()), float(correct[swapped].mean())

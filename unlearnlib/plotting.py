@@ -54,13 +54,14 @@ def show(fig, name: str | None = None, *, min_pt: float = MIN_FONT_PT) -> None:
 
 def _divergence_notes(df, by: str = "method") -> dict[str, str]:
     """{method: "diverged on k of S seeds"} for every method of ``df`` with a diverged run (S: its runs)."""
-    from .stats import diverged_flags, seeds_note
+    from .stats import collapsed_flags, diverged_flags, seeds_note
 
     if df.empty:
         return {}
     flags = diverged_flags(df)
     counts = flags.groupby(df[by], sort=False).agg(["sum", "size"])
-    return {m: seeds_note(int(k), int(n)) for m, (k, n) in counts.iterrows() if k}
+    collapsed = collapsed_flags(df).groupby(df[by], sort=False).sum()
+    return {m: seeds_note(int(k), int(n), collapsed=int(collapsed.get(m, 0))) for m, (k, n) in counts.iterrows() if k}
 
 
 def _without_diverged(df):

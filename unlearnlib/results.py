@@ -104,15 +104,16 @@ def summarize(df, metrics: Iterable[str], *, by: Sequence[str] = ("task", "metho
     """A table of ``mean ± std`` over seeds for each group in ``by``; methods listed in ``order`` come first.
 
     Diverged runs (``diverged`` True, :func:`unlearnlib.metrics.is_diverged`; a missing field means not diverged)
-    are left out of every number: ``seeds`` then reads "3 of 5" and a ``diverged`` column says "diverged on 2 of 5
-    seeds"; a group diverged on every seed reads that in place of every number. Without diverged runs the table is
+    are left out of every number, as are collapsed models (:func:`unlearnlib.metrics.is_collapsed`): ``seeds`` then
+    reads "3 of 5" and a ``diverged`` column says "diverged on 2 of 5 seeds" (or "collapsed on ..."); a group diverged on every seed reads that in place of every number. Without diverged runs the table is
     as it always was (``seeds`` the number of runs)."""
     import pandas as pd
 
-    from .stats import diverged_flags, seeds_note
+    from .stats import collapsed_flags, diverged_flags, seeds_note
 
     metrics = [m for m in metrics if m in df.columns]
     flags = diverged_flags(df)
+    collapsed = collapsed_flags(df).groupby([df[c] for c in by], sort=False).sum()
     kept = df[~flags]
     g = kept.groupby(list(by), sort=False)[metrics]
     ran = df.groupby(list(by), sort=False).size()
@@ -120,7 +121,8 @@ def summarize(df, metrics: Iterable[str], *, by: Sequence[str] = ("task", "metho
     mean, std = g.mean().reindex(ran.index), g.std(ddof=1).reindex(ran.index)
     fmt = lambda m, s: "–" if np.isnan(m) else (f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
     table = pd.DataFrame({c: [fmt(a, b) for a, b in zip(mean[c], std[c])] for c in metrics}, index=ran.index)
-    notes = pd.Series([seeds_note(k, n) for k, n in zip(gone, ran)], index=ran.index)
+    collapsed = collapsed.reindex(ran.index).fillna(0).astype(int)
+    notes = pd.Series([seeds_note(k, n, collapsed=c) for k, n, c in zip(gone, ran, collapsed)], index=ran.index)
     none_left = (gone == ran).to_numpy()
     for c in metrics:
         table.loc[none_left, c] = notes[none_left]

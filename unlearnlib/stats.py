@@ -17,7 +17,10 @@ What the seeds can hold, and no more:
 * **Diverged runs are not results.** A record with ``diverged`` True (:func:`unlearnlib.metrics.is_diverged`; a
   missing field means not diverged) is left out of every mean, interval and rank, and the tables say "diverged on k
   of S seeds" in its place (:func:`diverged_flags`, :func:`seeds_note`). A difference counts the seeds it used out of
-  the seeds that ran (:attr:`Difference.n`, :attr:`Difference.n_ran`): nothing is dropped silently.
+  the seeds that ran (:attr:`Difference.n`, :attr:`Difference.n_ran`): nothing is dropped silently. A *collapsed*
+  model (finite, but no better than a constant on the classes it should keep; :func:`unlearnlib.metrics.is_collapsed`)
+  has such a record too, with ``collapsed`` True, and the tables say "collapsed on k of S seeds" for it
+  (:func:`collapsed_flags`).
 * **Ranks within their means.** With fewer than :data:`BOOTSTRAP_MIN_SEEDS` seeds a bootstrap over seeds has too few
   distinct resamples (10 for 3 seeds) to give a rank interval, so :func:`bootstrap_ranks` returns the partial order
   of :func:`partial_order_ranks` instead: A is above B only where the paired interval of their difference resolves
@@ -65,6 +68,25 @@ def diverged_flags(df):
     return df["diverged"].map(diverged_value).astype(bool)
 
 
+def collapsed_flags(df):
+    """A boolean Series: which rows of ``df`` are of collapsed models (the ``collapsed`` column True; a subset of
+    :func:`diverged_flags`). A missing column or value reads as not collapsed."""
+    import pandas as pd
+
+    if "collapsed" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["collapsed"].map(diverged_value).astype(bool) & diverged_flags(df)
+
+
+def collapsed_table(df, *, by: str = "method", seed: str = "seed"):
+    """A seed x method table (the shape of :func:`seed_table`'s): True where every record of the method on that seed
+    is of a collapsed model."""
+    frame = df[[seed, by]].assign(_collapsed=collapsed_flags(df))
+    seeds, methods = sorted(df[seed].unique()), list(dict.fromkeys(df[by]))
+    table = frame.groupby([seed, by], sort=True)["_collapsed"].all().unstack(by)
+    return table.reindex(index=seeds, columns=methods).fillna(False).astype(bool)
+
+
 def diverged_value(value) -> bool:
     """The truth of one ``diverged`` field: None and NaN (a record without the field) are False. The one reading of
     the field, shared by :func:`diverged_flags` and :func:`unlearnlib.metrics.is_diverged`."""
@@ -76,12 +98,19 @@ def diverged_value(value) -> bool:
         return False
 
 
-def seeds_note(diverged: int, ran: int, missing: int = 0) -> str:
+def seeds_note(diverged: int, ran: int, missing: int = 0, collapsed: int = 0) -> str:
     """What a table says in place of a number: ``"diverged on 2 of 5 seeds"`` (and ``"no value on 1 of 5 seeds"``
-    for seeds that ran without this metric); ``""`` when every seed that ran gave a value."""
+    for seeds that ran without this metric); ``""`` when every seed that ran gave a value. ``diverged`` counts every
+    seed left out for its model (diverged or collapsed), ``collapsed`` the collapsed ones among them:
+    ``"collapsed on 2 of 5 seeds"``, or ``"diverged on 1 and collapsed on 1 of 5 seeds"``."""
     parts = []
-    if diverged:
-        parts.append(f"diverged on {diverged} of {ran} seed{'s' * (ran != 1)}")
+    seeds = f"of {ran} seed{'s' * (ran != 1)}"
+    if diverged and collapsed >= diverged:
+        parts.append(f"collapsed on {diverged} {seeds}")
+    elif diverged and collapsed:
+        parts.append(f"diverged on {diverged - collapsed} and collapsed on {collapsed} {seeds}")
+    elif diverged:
+        parts.append(f"diverged on {diverged} {seeds}")
     if missing:
         parts.append(f"no value on {missing} of {ran} seed{'s' * (ran != 1)}")
     return "; ".join(parts)
@@ -104,10 +133,12 @@ def seed_table(df, metric: str, *, by: str = "method", seed: str = "seed"):
     return table, ran, diverged & ran
 
 
-def exclusion_note(values, ran, diverged) -> str:
-    """:func:`seeds_note` for one column of :func:`seed_table`: the seeds that diverged, or ran without a value."""
+def exclusion_note(values, ran, diverged, collapsed=None) -> str:
+    """:func:`seeds_note` for one column of :func:`seed_table`: the seeds that diverged (``collapsed``, one column
+    of :func:`collapsed_table`, says which of them collapsed), or ran without a value."""
     missing = int((ran & ~diverged & values.isna()).sum())
-    return seeds_note(int(diverged.sum()), int(ran.sum()), missing)
+    n_collapsed = 0 if collapsed is None else int((collapsed & diverged).sum())
+    return seeds_note(int(diverged.sum()), int(ran.sum()), missing, n_collapsed)
 
 
 def t_quantile(df: int, level: float = LEVEL) -> float:
@@ -324,6 +355,7 @@ def compare_with(df, metric: str, reference: str, *, methods: Sequence[str] | No
     import pandas as pd
 
     values, ran, diverged = seed_table(df, metric, by=by, seed=seed)
+    collapsed = collapsed_table(df, by=by, seed=seed)
     if absolute_gap_to is not None:
         values = (values.sub(values[absolute_gap_to], axis=0)).abs()
         ran = ran & ran[[absolute_gap_to]].to_numpy()
@@ -335,7 +367,7 @@ def compare_with(df, metric: str, reference: str, *, methods: Sequence[str] | No
         diffs[m] = (paired_difference({s: values.at[s, m] for s in both}, {s: values.at[s, reference] for s in both},
                                       bounds=value_bounds)
                     if len(both) else Difference(float("nan"), float("nan"), float("nan"), 0, n_ran=0))
-        notes[m] = exclusion_note(values.loc[both, m], ran.loc[both, m], diverged.loc[both, m])
+        notes[m] = exclusion_note(values.loc[both, m], ran.loc[both, m], diverged.loc[both, m], collapsed.loc[both, m])
     if holm:
         diffs = holm_adjusted(diffs)
     rows = [{by: m, "difference": d.mean, "low": d.low, "high": d.high, "resolved": d.resolved, "seeds": d.n,
@@ -352,11 +384,12 @@ def _rankable(df, metric: str, by: str, seed: str):
     """The seed x method values of the methods with a value on every seed, and a note for each other method (why it
     cannot be ranked by a number: "diverged on 2 of 5 seeds")."""
     values, ran, diverged = seed_table(df, metric, by=by, seed=seed)
+    collapsed = collapsed_table(df, by=by, seed=seed)
     complete = [m for m in values.columns if values[m].notna().all()]
     notes = {}
     for m in values.columns:
         if m not in complete:
-            note = exclusion_note(values[m], ran[m], diverged[m])
+            note = exclusion_note(values[m], ran[m], diverged[m], collapsed[m])
             notes[m] = note or f"ran on {int(ran[m].sum())} of {len(values)} seeds"
     return values[complete], notes
 
