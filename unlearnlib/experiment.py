@@ -95,9 +95,10 @@ def _score(model, task: ForgetTask, profile: Profile, seed: int, device, quick: 
            reference: Outputs | None) -> dict:
     """:func:`evaluate`, or :func:`quick_evaluate` when ``quick`` (with D_r's accuracy when ``quick="retain"``)."""
     if quick:
-        return quick_evaluate(model, task, device=device, retain=quick == "retain")
+        return quick_evaluate(model, task, device=device, retain=quick == "retain",
+                              collapse_guard=profile.collapse_guard)
     return evaluate(model, task, reference=reference, seed=seed, device=device,
-                    svc_max_samples=profile.svc_max_samples)
+                    svc_max_samples=profile.svc_max_samples, collapse_guard=profile.collapse_guard)
 
 
 def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profile, seed: int,
@@ -223,7 +224,7 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
                                 "forgotten": len(forgotten), **rec, "seconds": seconds, **info,
                                 "hparams": json.dumps(dict(setting.hparams), default=str)})
                 continue
-            rec = quick_evaluate(model, so_far, device=device, retain=retain)
+            rec = quick_evaluate(model, so_far, device=device, retain=retain, collapse_guard=profile.collapse_guard)
             if request is None:  # nothing forgotten yet: report the first request's accuracy as a baseline
                 rec["forget_acc"] = float("nan")
             current = request if request is not None else requests[0]
@@ -980,7 +981,7 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
                 info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}
                 if result.info.get("diverged"):
                     info["diverged_step"] = result.info.get("diverged_step")
-            metrics = corruption_metrics(model, task, device=device)
+            metrics = corruption_metrics(model, task, device=device, collapse_guard=profile.collapse_guard)
             if info.get("diverged"):  # the method stopped at a non-finite loss: a diverged run, never scored
                 metrics = diverged_record(list(metrics), step=info.get("diverged_step"),
                                           reason=info.get("diverged_reason", "non-finite loss"))

@@ -355,9 +355,10 @@ def _metric_keys(task, *, reference: bool, quick: bool = False, retain: bool = F
 
 
 def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs | None = None, seed: int = 0,
-             device: str | torch.device = "auto", svc_max_samples: int = 2000) -> dict:
+             device: str | torch.device = "auto", svc_max_samples: int = 2000, collapse_guard: bool = True) -> dict:
     """All metrics of ``model`` (or of its precomputed :class:`Outputs`) on ``task`` as one flat record
-    (see ``METRIC_INFO``).
+    (see ``METRIC_INFO``). A collapsed model gets the unscored :func:`collapsed_record` unless ``collapse_guard`` is
+    False (:attr:`unlearnlib.profiles.Profile.collapse_guard`: only for a code check whose models are at chance).
 
     ``reference`` is the retrain model (or its precomputed :class:`Outputs`); with it the record also holds the
     activation distance. The MIAs use the full test split (forgotten class included), as their sources do.
@@ -371,7 +372,7 @@ def evaluate(model: nn.Module | Outputs, task, *, reference: nn.Module | Outputs
     y_r = d.y_train[torch.from_numpy(task.retain_idx)]
     y_tr = d.y_test[torch.from_numpy(task.test_retain_idx)]
     y_tf = d.y_test[torch.from_numpy(task.test_forget_idx)]
-    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr)
+    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr) if collapse_guard else None
     if reason:
         return collapsed_record(_metric_keys(task, reference=reference is not None), reason)
     test_logits = torch.cat([out.test_retain, out.test_forget])
@@ -400,19 +401,19 @@ QUICK_METRICS = ("forget_acc", "test_acc", "test_forget_acc")
 
 
 def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.device = "auto",
-                   retain: bool = False) -> dict:
+                   retain: bool = False, collapse_guard: bool = True) -> dict:
     """The three accuracies that define class forgetting (``forget_acc``, ``test_acc``, ``test_forget_acc``) without
     the pass over D_r and the attacks: for sweeps with many runs, where :func:`evaluate` would cost minutes.
     ``retain=True`` adds ``retain_acc`` (one pass over D_r, still no attacks).
 
-    The definitions are those of :func:`evaluate` (see ``METRIC_INFO``)."""
+    The definitions are those of :func:`evaluate` (see ``METRIC_INFO``), and so is ``collapse_guard``."""
     d = task.data
     out = model if isinstance(model, Outputs) else task_outputs(model, task, device=device, retain=retain)
     if not out.finite:
         return diverged_record(_metric_keys(task, reference=False, quick=True, retain=retain),
                                reason="non-finite weights" if not out.weights_finite else "non-finite outputs")
     y_tr = d.y_test[torch.from_numpy(task.test_retain_idx)]
-    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr)
+    reason = collapse_reason(accuracy_from_logits(out.test_retain, y_tr), y_tr) if collapse_guard else None
     if reason:
         return collapsed_record(_metric_keys(task, reference=False, quick=True, retain=retain), reason)
     record = {
@@ -440,10 +441,11 @@ def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "aut
     return accuracy_from_logits(logits, torch.as_tensor(c["clean_labels"]))
 
 
-def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto") -> dict:
+def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto",
+                       collapse_guard: bool = True) -> dict:
     """REM's metrics for a corrupted task (``healed``, ``utility``, ``utility_x_healed``, ``healed_test``; see the
     module docstring), plus ``forget_acc`` (on D_f with the labels as given, i.e. corrupted) and ``test_acc`` (the
-    whole clean test set), the fields every chapter's records share."""
+    whole clean test set), the fields every chapter's records share. ``collapse_guard`` as in :func:`evaluate`."""
     from .tasks import triggered_test
 
     if task.kind != "corrupted":
@@ -458,7 +460,7 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     if np.isnan(healed) or not outputs_finite(test_logits):
         return diverged_record(keys, reason="non-finite outputs")
     correct = (test_logits.argmax(1) == d.y_test).numpy()
-    reason = collapse_reason(float(correct.mean()), d.y_test, what="the clean test images")
+    reason = collapse_reason(float(correct.mean()), d.y_test, what="the clean test images") if collapse_guard else None
     if reason:
         return collapsed_record(keys, reason)
     if c["kind"] == "label_swap":

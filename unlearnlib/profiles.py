@@ -12,6 +12,8 @@
   ``paper`` branches would hit. Its models are the paper architectures at base width :data:`PAPER_SMOKE_WIDTH`
   (``"resnet18-cifar@8"``: the same modules, branches, hooks and BatchNorm paths at ~1/60 of the parameters);
   with ``UNLEARNLIB_PAPER_SMOKE=full`` in the environment (``make test-paper``) it builds them at the paper width.
+  Its models are at chance by construction, so the experiment loops score them instead of calling them collapsed
+  (``collapse_guard=False``).
 
 A *quick* profile (``smoke``, ``paper-smoke``) is a code check: chapters give it their smallest grids.
 
@@ -73,6 +75,12 @@ class Profile:
     #: is built at it: ``arch`` (and any ``arch`` given to :meth:`replace`, e.g. REM's ``resnet9-capacity``) is
     #: spelt ``"<name>@<width>"``, so the model, its checkpoint key and :meth:`as_dict` all say which model it is
     arch_width: int | None = None
+    #: whether the experiment loops give a collapsed model (one no better than a constant on the classes it should
+    #: keep, :func:`unlearnlib.metrics.collapse_reason`) an unscored record. Only paper-smoke turns it off: its
+    #: one-epoch models on 200 images are at chance by construction, so the guard would leave every row unscored and
+    #: the scoring, table and verdict code that the profile exists to check would never run. Its numbers are never
+    #: published; the guard itself is checked on real models in tests/test_collapse.py
+    collapse_guard: bool = True
 
     def __post_init__(self):
         if self.arch_width is not None:
@@ -127,7 +135,7 @@ class Profile:
 
 #: Profile fields added after results and cache keys were made from :meth:`Profile.as_dict`, with their defaults
 _LATER_FIELDS = {"quick": False, "pass_cap": None, "grid_cap": None, "dataset_sizes": {}, "tuning_extensions": 2,
-                 "arch_width": None}
+                 "arch_width": None, "collapse_guard": True}
 
 #: SSD's official ResNet-18 recipe on CIFAR-10 (SGD 0.1, one warm-up epoch, x0.2 at the milestones, and the
 #: pytorch-cifar100 training transform: RandomCrop(32, padding=4), RandomHorizontalFlip, RandomRotation(15))
@@ -160,7 +168,7 @@ PROFILES: dict[str, Profile] = {
         name="paper-smoke", dataset="cifar10", arch="resnet18-cifar",
         recipe=_SSD_RECIPE.replace(epochs=1, milestones=()),
         seeds=(0,), train_size=200, test_size=50, svc_max_samples=50, random_forget=10, quick=True, pass_cap=1,
-        grid_cap=1, arch_width=PAPER_SMOKE_WIDTH,
+        grid_cap=1, arch_width=PAPER_SMOKE_WIDTH, collapse_guard=False,
         dataset_recipes={name: _SSD_RECIPE.replace(epochs=1, milestones=()) for name in ("cifar20", "cifar100")},
         dataset_sizes={name: (200, 100) for name in ("cifar20", "cifar100")},
         description="CI check of the paper path: the paper's datasets, architectures and branches on 200 CIFAR-10 "
