@@ -107,6 +107,53 @@ def test_fisher_forgetting_adds_noise_to_the_user_weights_of_a_mixed_linear_mode
     assert all(torch.equal(p, q) for p, q in zip(out.trunk.parameters(), model.trunk.parameters()))
 
 
+@pytest.fixture(scope="module")
+def mixed(small_fashion, original):
+    core_idx, user_idx = mp.core_split(small_fashion, 0.5, seed=0)
+    model = mp.MixedLinear(copy.deepcopy(original), core_idx=core_idx, user_idx=user_idx, mu=0.1)
+    return mp.train_user_weights(model, small_fashion, user_idx, epochs=1, device="cpu", progress=False)
+
+
+def test_the_gaussian_fisher_of_a_mixed_linear_model_is_the_mean_squared_jacobian(small_fashion, mixed):
+    """The mixed-linear model is fitted with the squared error, so its Fisher is the Gaussian's: per sample and
+    output, the squared gradient of the output itself (no softmax, no weighting by probabilities). Checked against
+    one backward pass per output; the categorical Fisher differs from it."""
+    idx = mixed.user_idx[:4]
+    fast = B.expected_fisher(mixed, small_fashion, idx, batch_size=3, device="cpu", likelihood="gaussian")["w_user"]
+    slow = torch.zeros_like(mixed.w_user)
+    for i in idx:
+        out = mixed(small_fashion.normalize(small_fashion.x_train[i:i + 1]))
+        for k in range(small_fashion.num_classes):
+            (grad,) = torch.autograd.grad(out[0, k], mixed.w_user, retain_graph=True)
+            slow += grad.pow(2) / len(idx)
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-10)
+    categorical = B.expected_fisher(mixed, small_fashion, idx, batch_size=3, device="cpu")["w_user"]
+    assert not torch.allclose(categorical, fast, rtol=1e-2)
+    with pytest.raises(ValueError, match="gaussian"):
+        B.expected_fisher(mixed, small_fashion, idx, device="cpu", likelihood="mse")
+
+
+def test_fisher_forgetting_shapes_the_user_weights_per_tensor_of_the_tail(small_fashion, mixed, monkeypatch):
+    """With a flat Fisher of ones, the official shaping gives variance alpha to every weight matrix of the tail and
+    10 alpha to the classifier and to one-dimensional tensors (biases). A flat ``w_user`` treated as one
+    one-dimensional tensor would give 10 alpha to every weight, the classifier's cap would never apply; the noise's
+    spread per tensor tells the two apart."""
+    monkeypatch.setattr(B, "expected_fisher", lambda model, *a, **k: {"w_user": torch.ones_like(model.w_user)})
+    request = tasks.instances(small_fashion, mixed.user_idx[:20])
+    alpha = 1e-4
+    out = unlearn("fisher", mixed, request, device="cpu", noise_seed=0, alpha=alpha).model
+    assert out.unlearn_info["likelihood"] == "gaussian" and not out.unlearn_info["zero_forgotten_rows"]
+    noise = mixed.as_tangent(out.w_user.detach() - mixed.w_user.detach())
+    classifier = B._output_layer(mixed.tail, small_fashion.num_classes)
+    classifier_names = {n for n, p in mixed.tail.named_parameters() if any(p is q for q in classifier.parameters())}
+    hidden = [n for n, t in noise.items() if t.dim() > 1 and n not in classifier_names and t.numel() >= 1000]
+    assert hidden and classifier_names
+    for n, t in noise.items():
+        expected = 10 * alpha if (n in classifier_names or t.dim() == 1) else alpha
+        if t.numel() >= 100:  # enough draws for the spread to be within 20 % of its expectation
+            assert abs(t.std().item() / expected ** 0.5 - 1) < 0.2, n
+
+
 def test_bad_requests_are_refused_with_a_clear_error(small_fashion, class_task, original, monkeypatch):
     from unlearnlib.methods import baselines
 
@@ -119,3 +166,9 @@ def test_bad_requests_are_refused_with_a_clear_error(small_fashion, class_task, 
         unlearn("fisher", original, random_task, device="cpu", zero_forgotten_rows=True)
     with pytest.raises(ValueError, match="alpha"):
         unlearn("fisher", original, class_task, device="cpu", alpha=0)
+
+
+def test_row_zeroing_is_refused_on_a_mixed_linear_model(small_fashion, mixed):
+    request = tasks.instances(small_fashion, mixed.user_idx[:20])
+    with pytest.raises(ValueError, match="mixed-linear"):
+        unlearn("fisher", mixed, request, device="cpu", zero_forgotten_rows=True)

@@ -120,6 +120,25 @@ def test_cg_forgetting_lands_on_the_retrained_user_weights(small_fashion, split,
     assert forgotten.info["solver"] == "cg" and forgotten.info["relative_residual"] <= 1e-10
 
 
+def test_the_cg_newton_step_stops_at_retrainings_accuracy_not_at_its_own_small_scale(small_fashion, split, fitted):
+    """At the same ``cg_tol`` the exact step and the paragon stop at the same absolute residual of retraining's
+    system, so the step (which starts next to the answer) needs fewer iterations than the paragon from zero and
+    lands as close to the exact answer. A tolerance relative to the step's own small gradient asked for far more."""
+    request = _request(small_fashion, split[1], 21)
+    exact = unlearn("ml-retrain", fitted, request, device="cpu", cg_tol=1e-12, cg_max_iter=5000).model.w_user.detach()
+    step = unlearn("ml-forgetting", fitted, request, device="cpu", solver="cg", sigma=0.0, cg_tol=1e-5,
+                   cg_max_iter=3000)
+    paragon = unlearn("ml-retrain", fitted, request, device="cpu", cg_tol=1e-5, cg_max_iter=3000)
+    assert step.info["relative_residual"] <= 1e-5 and paragon.info["relative_residual"] <= 1e-5
+    assert step.info["cg_iterations"] < paragon.info["cg_iterations"]
+    assert _rel(step.model.w_user.detach(), exact) < 10 * max(_rel(paragon.model.w_user.detach(), exact), 1e-6)
+    remaining = np.setdiff1d(split[1], request.forget_idx)
+    own_scale = mp.conjugate_gradient(lambda u: mp.hessian_vector(fitted, small_fashion, remaining, u, device="cpu"),
+                                      mp.user_gradient(fitted, small_fashion, remaining, device="cpu"), tol=1e-5,
+                                      max_iter=3000)[1]
+    assert own_scale["iterations"] > step.info["cg_iterations"]
+
+
 def test_sgd_forgetting_moves_towards_retraining_and_keeps_accuracy(small_fashion, split, fitted):
     """The paper's solver (3 epochs on the auxiliary quadratic) on real data: the forget set's loss rises towards
     the retrained model's, the weights get closer to the retrained ones, and test accuracy survives."""

@@ -44,8 +44,8 @@ def test_chapter_runs_on_smoke_and_writes_results(chapter, isolated_outputs, smo
 # -- what a chapter's results must satisfy, whatever the profile -------------------------------------------------
 
 #: record fields that are measurements (a diverged run has none: NaN); others (seed, seconds, labels) are bookkeeping
-_SCORE_FIELDS = {"healed", "healed_test", "utility", "utility_x_healed", "activation_distance", "retrain_gap",
-                 "score", "user_acc", "target_acc"}
+_SCORE_FIELDS = {"healed", "healed_found", "healed_hidden", "healed_test", "utility", "utility_x_healed",
+                 "activation_distance", "retrain_gap", "score", "user_acc", "target_acc"}
 
 
 def _is_score(field: str) -> bool:

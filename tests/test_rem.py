@@ -94,6 +94,42 @@ def test_corruption_metrics_score_every_corrupted_sample_in_index_order(trigger_
     assert m["healed"] < 0.3 and m["healed_test"] < 0.5 and m["forget_acc"] > 0.8
 
 
+def test_healed_splits_into_found_and_hidden_and_a_lookup_heals_only_the_found_part(small_fashion, trigger_task,
+                                                                                      backdoored):
+    """REM's claim is about the hidden corrupted samples. ``refuse_instances``, a lookup that masks the given label's
+    logit on the exact found images, heals the found half as far as never predicting the target class does there
+    (``suppress_target``) and leaves the hidden half exactly where the original has it. ``healed_accuracy`` scores
+    every corrupted sample by default, as before, and each part on request; nothing is hidden at 100 % discovery,
+    which is NaN and not a divergence."""
+    from unlearnlib.metrics import corrupted_part, healed_accuracy, is_diverged
+
+    found = corrupted_part(trigger_task, "found")
+    assert found.sum() == len(trigger_task.forget_idx) and (~found).sum() == len(trigger_task.corruption["hidden_idx"])
+    before = corruption_metrics(backdoored, trigger_task, device="cpu")
+    assert healed_accuracy(backdoored, trigger_task, device="cpu") == before["healed"]  # default: all of D_c
+    for part in ("found", "hidden"):
+        assert healed_accuracy(backdoored, trigger_task, device="cpu", part=part) == \
+            pytest.approx(before[f"healed_{part}"])
+    assert before["healed"] == pytest.approx(  # the two parts, weighted by their sizes, are the whole
+        (found.sum() * before["healed_found"] + (~found).sum() * before["healed_hidden"]) / len(found))
+
+    lookup = corruption_metrics(unlearn("refuse_instances", backdoored, trigger_task, device="cpu").model,
+                                trigger_task, device="cpu")
+    blind = corruption_metrics(unlearn("suppress_target", backdoored, trigger_task, device="cpu").model,
+                               trigger_task, device="cpu")
+    assert lookup["healed_hidden"] == before["healed_hidden"]  # not shown to the lookup, so not touched
+    assert lookup["healed_found"] == blind["healed_found"] > before["healed_found"] + 0.2  # the same masked logit
+    assert blind["healed_hidden"] > before["healed_hidden"] + 0.2  # masking the class everywhere reaches them too
+    assert lookup["target_acc"] == before["target_acc"] and lookup["healed_test"] == before["healed_test"]
+
+    full = tasks.corrupted(small_fashion, "trigger", n_corrupt=150, discovery_rate=1.0, target_class=0, seed=0)
+    m = corruption_metrics(backdoored, full, device="cpu")  # the same corrupted data: the same original
+    assert not is_diverged(m) and np.isnan(m["healed_hidden"]) and m["healed_found"] == m["healed"]
+    assert np.isnan(healed_accuracy(backdoored, full, device="cpu", part="hidden"))
+    with pytest.raises(ValueError, match="part"):
+        healed_accuracy(backdoored, full, device="cpu", part="known")
+
+
 def test_label_swap_utility_excludes_the_swapped_classes(small_fashion, backdoored):
     swap = tasks.corrupted(small_fashion, "label_swap", n_corrupt=40, swap_classes=("T-shirt/top", "Shirt"), seed=0)
     m = corruption_metrics(backdoored, swap, device="cpu")
@@ -236,8 +272,8 @@ def test_label_swap_changes_labels_only_inside_the_two_classes_and_no_pixel(smal
     assert torch.equal(swap.data.x_train, small_fashion.x_train)
 
 
-def test_corrupted_tuning_scores_validation_times_healed_and_refuses_reported_requests(small_fashion, tmp_path):
-    from unlearnlib.experiment import ProtocolError, tune_corrupted
+def test_corrupted_tuning_scores_validation_times_healed_without_rewarding_a_deleted_class(small_fashion, tmp_path):
+    from unlearnlib.experiment import ProtocolError, choose_from_records, tune_corrupted
 
     profile = get_profile("smoke").replace(arch="small-cnn-capacity", recipe=TINY_RECIPE.replace(epochs=2), seeds=(0,))
     request = tasks.corrupted(small_fashion, "trigger", n_corrupt=60, discovery_rate=0.5, target_class=0, seed=7)
@@ -247,11 +283,17 @@ def test_corrupted_tuning_scores_validation_times_healed_and_refuses_reported_re
     result = tune_corrupted([request], profile, grids, seed=7, reported=[reported], device="cpu", progress=False)
     grid_records = [r for r in result.records if r["extension"] == 0]  # the grid; extensions come after it
     assert len(grid_records) == 4 and all("test_acc" not in r for r in result.records)
-    assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"]) for r in result.records if "score" in r)
+    assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"] * r["protected_factor"])
+               for r in result.records if "score" in r)
+    # deleting the trigger's target class raises healed but is not healing: the target-class factor scores it 0
+    for r in (r for r in grid_records if r["method"] == "suppress_target"):
+        assert r["healed"] > 0 and r["protected_val_acc"] == 0 and r["protected_factor"] == 0 and r["score"] == 0
     tiny, real = (r for r in grid_records if r["method"] == "npo")
     assert real["healed"] > tiny["healed"]  # a step of 1e-7 heals nothing; 3 passes at 0.05 heal the found half
     assert result.chosen["npo"] == {"lr": 0.05, "epochs": 3}
     assert result.config["budget"] == 2 and result.config["seed"] == 7
+    # the rule recomputed from the records gives the run's choice back
+    assert choose_from_records(result.records, "score", resolution=result.config["resolution"]) == result.chosen
     kw = dict(device="cpu", progress=False)
     with pytest.raises(ProtocolError, match="reported request"):
         tune_corrupted([reported], profile, grids, seed=7, reported=[reported], **kw)
@@ -259,6 +301,28 @@ def test_corrupted_tuning_scores_validation_times_healed_and_refuses_reported_re
         tune_corrupted([request], profile, grids, seed=0, reported=[reported], **kw)
     with pytest.raises(ProtocolError, match="same tuning budget"):
         tune_corrupted([request], profile, {**grids, "finetune": [{}]}, seed=7, reported=[reported], **kw)
+
+
+def test_choosing_from_records_applies_the_tuning_rule_to_another_score():
+    """What another score would have chosen among the settings a tuning run tried: the best mean, never a setting
+    with a diverged run, ties within the resolution to the fewest passes."""
+    from unlearnlib.experiment import choose_from_records
+
+    def run(hp, seed, diverged=False, **scores):
+        return {"method": "npo", "hparams": json.dumps(hp), "seed": seed, "diverged": diverged, "extension": 0,
+                "refused": None, **scores}
+
+    records = [run({"lr": 0.01}, s, score=0.5, old=0.9) for s in (7, 8)]
+    records += [run({"lr": 0.02}, s, score=0.6, old=0.5) for s in (7, 8)]
+    records += [run({"lr": 0.05}, 7, score=0.99, old=0.99), run({"lr": 0.05}, 8, True, score=np.nan, old=np.nan)]
+    records.append({"method": "npo", "hparams": json.dumps({"lr": 0.1}), "seed": None, "score": np.nan,
+                    "diverged": False, "extension": 1, "refused": "lr too large"})
+    assert choose_from_records(records, "score", resolution=0.01) == {"npo": {"lr": 0.02}}
+    assert choose_from_records(records, "old", resolution=0.01) == {"npo": {"lr": 0.01}}
+    tied = [run({"lr": 0.01, "epochs": 5}, 7, score=0.505), run({"lr": 0.02, "epochs": 2}, 7, score=0.5),
+            run({"lr": 0.05, "epochs": 2}, 7, score=0.5)]
+    assert choose_from_records(tied, "score", resolution=0.01) == {"npo": {"lr": 0.02, "epochs": 2}}
+    assert choose_from_records(tied, "score", resolution=0.001) == {"npo": {"lr": 0.01, "epochs": 5}}
 
 
 def test_discovery_grid_runs_a_restricted_method_only_where_it_applies(small_fashion, tmp_path):

@@ -133,6 +133,35 @@ def test_a_diverged_setting_is_never_chosen_even_first_and_a_method_that_always_
         _search(grids, _scripted(lambda name, hp: 0.0, diverge=lambda name, hp: True)[0])
 
 
+def test_tune_custom_applies_the_same_rules_to_a_chapter_s_own_score_and_records_them():
+    # a chapter's own tuning (the mixed-privacy chapter: its own models and paragon): equal budget, ties to the
+    # first listed (a grid listed from the largest noise down gives a tie to the larger noise), edges extended
+    grids = {"ML-Forgetting": [{"sigma": s} for s in (1e-1, 1e-2, 1e-3, 1e-4)],
+             "Fisher forgetting": [{"alpha": a} for a in (1e-6, 1e-7, 1e-8, 1e-9)]}
+    scores = {1e-1: 50.0, 1e-2: 8.0, 1e-3: 7.9, 1e-4: 7.85, 1e-6: 40.0, 1e-7: 9.0, 1e-8: 6.0, 1e-9: 5.0, 1e-10: 5.5}
+    run, calls = _scripted(lambda name, hp: scores[hp["sigma"] if "sigma" in hp else hp["alpha"]])
+    result = E.tune_custom(grids, run, _profile(), score="gap", resolution=0.25, selection="a hand-made score",
+                           seed=100, reported_seeds=[0], methods={"ML-Forgetting": "ml-forgetting",
+                                                                 "Fisher forgetting": "fisher"}, progress=False)
+    # sigma: 1e-2, 1e-3 and 1e-4 are tied (within 0.25), and the first listed wins; alpha: 1e-9 on the grid's lower
+    # edge, extended to 1e-10, which scores worse, so 1e-9 is bracketed
+    assert result.chosen == {"ML-Forgetting": {"sigma": 1e-2}, "Fisher forgetting": {"alpha": 1e-9}}
+    cfg = result.config
+    assert cfg["seed"] == 100 and cfg["reported_seeds"] == [0] and cfg["budget"] == 4
+    assert cfg["selection"] == "a hand-made score" and cfg["score"] == "gap" and not cfg["higher_is_better"]
+    assert cfg["ties"] == {"ML-Forgetting": [{"sigma": s} for s in (1e-2, 1e-3, 1e-4)]}
+    assert [(e["from"], e["to"], e["direction"]) for e in cfg["extensions"]["Fisher forgetting"]] == \
+        [(1e-9, 1e-10, "down")]
+    assert "ML-Forgetting" not in cfg["extensions"] and cfg["on_edge"] == {}
+    assert len(result.records) == len(calls) == 9 and cfg["records"] == result.records
+    with pytest.raises(ProtocolError, match="also reported"):
+        E.tune_custom(grids, run, _profile(), score="gap", resolution=0.0, selection="", seed=0,
+                      reported_seeds=[0], progress=False)
+    with pytest.raises(ProtocolError, match="same tuning budget"):
+        E.tune_custom({**grids, "Fisher forgetting": grids["Fisher forgetting"][:3]}, run, _profile(), score="gap",
+                      resolution=0.0, selection="", seed=100, reported_seeds=[0], progress=False)
+
+
 def _sabotaged(lrs):
     """``experiment.unlearn`` whose models for the learning rates ``lrs`` have NaN weights (a run that blew up)."""
     real = E.unlearn

@@ -11,7 +11,9 @@ The evaluation protocol (see the foundations chapter, "How the book chooses hype
   *tuning seed*, neither of which is reported, scoring each setting on the validation split against that request's
   own retrain model, with the same number of settings for every method; the test split is removed from what it
   sees (:meth:`~unlearnlib.tasks.ForgetTask.sealed`);
-- :func:`run_methods` reports, on the test split, the reported requests and seeds with the chosen settings.
+- :func:`run_methods` reports, on the test split, the reported requests and seeds with the chosen settings;
+- :func:`tune_custom` applies :func:`tune`'s selection rules (equal budget, ties, grid extensions, diverged settings)
+  to a chapter's own models and score, where :func:`tune` cannot build them (the mixed-privacy chapter's paragon).
 """
 from __future__ import annotations
 
@@ -522,6 +524,34 @@ def _report(trials, closed, axes, choose, edges, *, key, resolution, extensions,
     return records, chosen, config
 
 
+def choose_from_records(records: Sequence[Mapping], key: str, *, resolution: float, higher: bool = True,
+                        methods: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """The tuning rule's choice (:data:`TIE_RULE`), recomputed from a tuning run's records on the score ``key``.
+
+    Per method (the records' ``method``), every setting (its ``hparams``) is scored by the mean of ``key`` over its
+    runs; the best wins, settings within ``resolution`` of it are tied and the cheapest of them is chosen (the fewest
+    passes, then the first in the records' order, which is the order tried); a setting with a diverged or non-finite
+    run is never chosen, and refused settings (no runs) are skipped. ``methods`` maps a label to its registered
+    method, for the pass count. With ``key`` the run's own score this gives the run's ``chosen`` back; with another
+    score computed from the same records (e.g. REM's ``val_acc x healed`` without its class factor) it shows what
+    that score would choose among the settings the run tried (its grid extensions followed its own score)."""
+    trials: dict[str, dict[str, _Trial]] = {}
+    for r in records:
+        if r.get("refused"):
+            continue
+        tried = trials.setdefault(r["method"], {})
+        if r["hparams"] not in tried:
+            tried[r["hparams"]] = _Trial(r["method"], json.loads(r["hparams"]), len(tried))
+        tried[r["hparams"]].runs.append(r)
+    chosen = {}
+    for name, tried in trials.items():
+        best, _ = _choose(list(tried.values()), key=key, higher=higher, resolution=resolution,
+                          method=(methods or {}).get(name, name))
+        if best is not None:
+            chosen[name] = json.loads(_hparams_json(best.hp))
+    return chosen
+
+
 def _same_request(a: ForgetTask, b: ForgetTask) -> bool:
     """Two requests are the same when they forget the same samples of the same data (or the same classes)."""
     if a.kind in ("full_class", "sub_class") and a.kind == b.kind and a.data.name == b.data.name:
@@ -629,6 +659,47 @@ def tune(request: ForgetTask, profile: Profile, grids: Mapping[str, Sequence[Map
                            f"request's retrain model of the same seed, averaged over the tuning seeds {seeds}",
               "view": None if view is None else contexts[seeds[0]][2].params.get("per_class"),
               "reference": {k: v for k, v in references[0].items() if k != "seed"}, "references": references,
+              "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
+              "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids},
+              "code": tuning_fingerprints({name: methods.get(name, name) for name in grids}), **search}
+    return Tuning(records, chosen, config)
+
+
+def tune_custom(grids: Mapping[str, Sequence[Mapping]], run: Callable[[str, dict], list[dict]], profile: Profile, *,
+                score: str, resolution: float, selection: str, higher: bool = False,
+                seed: int | Sequence[int] | None = None, reported_seeds: Sequence[int] | None = None,
+                methods: Mapping[str, str] | None = None, extensions: int | None = None, progress: bool = True,
+                desc: str = "tuning") -> Tuning:
+    """The selection rules of :func:`tune` for a chapter whose models, request and score :func:`tune` cannot build
+    (e.g. a mixed-linear model, scored against its own paragon).
+
+    ``run(label, hp)`` runs one setting on the chapter's tuning request(s) of the tuning seed(s) and returns its
+    records (one per tuning seed or request), each with ``method``, ``hparams``, ``seed``, the score field ``score``
+    (``higher``: larger is better) and ``diverged`` (a diverged run carries a NaN score). As in :func:`tune`: every
+    method gets the same number of settings (the profile's ``grid_cap`` applies), a diverged setting is never
+    chosen, settings within ``resolution`` of the best score are tied and the cheapest wins (:data:`TIE_RULE`), and a
+    choice on the edge of a numeric axis of its grid is extended past it for up to ``extensions`` rounds (default:
+    the profile's ``tuning_extensions``; :data:`EXTENSION_RULE`). ``methods`` maps a label to the registered method
+    it runs (what prices a tie and fingerprints the code). The tuning ``seed`` (one or several; default the
+    profile's ``tuning_seeds``) must not be one of the ``reported_seeds`` (default the profile's seeds).
+
+    What :func:`tune` enforces and this cannot, the chapter keeps itself: ``run`` scores on the validation split and
+    on models of the tuning seed only. ``selection`` says in words what the score is; it goes into the config with
+    the grids, the choices, the ties, the extensions, the choices still on an edge and every record."""
+    grids, sizes = _equal_budget(grids, "tune_custom", profile)
+    reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
+    seeds = tuning_seeds(seed, profile)
+    clash = sorted(set(seeds) & set(reported_seeds))
+    if clash:
+        raise ProtocolError(f"tuning seed(s) {clash} are also reported seeds {sorted(reported_seeds)}: a setting "
+                            f"chosen on them would be scored on the models it was chosen with. Tune on a seed that "
+                            f"is not reported (e.g. profile.tuning_seed)")
+    methods = dict(methods or {})
+    records, chosen, search = _search(grids, run, key=score, higher=higher, resolution=resolution,
+                                      extensions=profile.tuning_extensions if extensions is None else extensions,
+                                      methods=methods, progress=progress, desc=desc)
+    config = {"seed": seeds[0], "seeds": seeds, "reported_seeds": reported_seeds, "budget": min(sizes.values()),
+              **_cap_note(profile), "selection": selection, "score": score, "higher_is_better": higher,
               "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
               "chosen": chosen, "methods": {name: methods.get(name, name) for name in grids},
               "code": tuning_fingerprints({name: methods.get(name, name) for name in grids}), **search}
@@ -817,12 +888,15 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
     from the request's own original model of each tuning seed (``seed``: one or several, by default the profile's
     ``tuning_seeds``; trained on the request's corrupted data, through the cache), and is scored by
     ``val_acc x healed``: the clean validation accuracy times the clean-label accuracy on the request's corrupted
-    set. The request is never reported, so its clean labels may be read; the test split is not. The setting with the
-    best mean score over the requests and seeds wins; diverged settings, ties (one image on each term of each
+    set, times ``min(1, a / a_0)``, with ``a`` the validation accuracy on the classes the corruption points at (the
+    trigger's target class, the swapped classes; :func:`~unlearnlib.metrics.protected_classes`) and ``a_0`` the
+    original's: healed rises when a method deletes the target class, and this factor keeps that from being scored
+    as healing (random labels point at no class: factor 1). The request is never reported, so its clean labels may
+    be read; the test split is not. The setting with the best mean score over the requests and seeds wins; diverged settings, ties (one image on each term of each
     request) and grid extensions are handled as in :func:`tune`. Partial discovery makes the retrain model a poor
     target here (it relearns the hidden corruption), which is why the score is not :func:`tune`'s retrain gap.
     """
-    from .metrics import healed_accuracy
+    from .metrics import healed_accuracy, protected_validation_accuracy
 
     grids, sizes = _equal_budget(grids, "tune_corrupted", profile)
     reported_seeds = list(profile.seeds if reported_seeds is None else reported_seeds)
@@ -843,22 +917,30 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
                                      seed=s, role=f"original ({request.corruption['kind']}, tuning)", device=device,
                                      progress=progress).model
             _warm_up(original, sealed, device)
-            contexts.append((request, sealed, s, original))
+            contexts.append((request, sealed, s, original, protected_validation_accuracy(original, sealed,
+                                                                                         device=device)))
 
-    def score(model, sealed) -> dict:
+    keys = ("val_acc", "healed", "protected_val_acc", "protected_factor")
+
+    def score(model, sealed, protected_before) -> dict:
         val = validation_evaluate(model, sealed, device=device)
         healed = float("nan") if is_diverged(val) else healed_accuracy(model, sealed, device=device)
         if is_diverged(val) or not np.isfinite(healed):
-            return {**diverged_record(("val_acc", "healed"), reason=val.get("diverged_reason") or "non-finite outputs")}
-        return {"val_acc": val["val_acc"], "healed": healed, **FINITE}
+            return {**diverged_record(keys, reason=val.get("diverged_reason") or "non-finite outputs")}
+        protected = protected_validation_accuracy(model, sealed, device=device)
+        factor = 1.0 if not np.isfinite(protected_before) or protected_before <= 0 else \
+            min(1.0, protected / protected_before)
+        return {"val_acc": val["val_acc"], "healed": healed, "protected_val_acc": protected,
+                "protected_factor": factor, **FINITE}
 
     def run(name, hp):
         out = []
-        for request, sealed, s, original in contexts:
+        for request, sealed, s, original, protected_before in contexts:
             result = unlearn(name, original, sealed, seed=s, device=device, **hp)
-            rec = _evaluated(result, lambda m: score(m, sealed), ("val_acc", "healed"))
+            rec = _evaluated(result, lambda m: score(m, sealed, protected_before), keys)
             out.append({"method": name, "hparams": _hparams_json(hp), "seed": s,
-                        "corruption": request.corruption["kind"], **rec, "score": rec["val_acc"] * rec["healed"],
+                        "corruption": request.corruption["kind"], **rec,
+                        "score": rec["val_acc"] * rec["healed"] * rec["protected_factor"],
                         "seconds": result.seconds})
         return out
 
@@ -868,7 +950,8 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
     config = {"requests": [r.describe() for r in requests], "seed": seeds[0], "seeds": seeds,
               "reported_seeds": reported_seeds, "budget": min(sizes.values()), **_cap_note(profile),
               "selection": f"mean over the tuning requests and seeds {seeds} of val_acc (clean validation split) x "
-                           f"healed (the request's corrupted set, clean labels)",
+                           f"healed (the request's corrupted set, clean labels) x min(1, validation accuracy on the "
+                           f"classes the corruption points at / the original's)",
               "grids": {name: [json.loads(_hparams_json(hp)) for hp in grid] for name, grid in grids.items()},
               "chosen": chosen, "code": tuning_fingerprints({name: name for name in grids}), **search}
     return Tuning(records, chosen, config)

@@ -28,6 +28,11 @@ Corrupted data (REM, Schoepf et al. 2025), see :func:`corruption_metrics`:
     Clean test accuracy; for an interclass label swap, on the classes that were not swapped.
 ``utility_x_healed``
     Their product per run, REM's single score (the paper reports its mean +- SEM).
+``healed_found`` and ``healed_hidden``
+    ``healed`` on the two parts of the corrupted set: the discovered samples D_f, which every method is shown, and
+    the hidden rest, which sits in D_r with its wrong labels (NaN at 100 % discovery: nothing is hidden). A method
+    that only edits what it is shown (``refuse_instances``, a lookup) raises the first and leaves the second where
+    the original has it; REM's claim, that redirection also heals what was not found, is about the second.
 ``healed_test``
     The corruption's test-time counterpart: triggered test images (true labels, target class excluded) for a
     trigger, the two swapped classes of the test set for a label swap; NaN for random labels, which have none.
@@ -79,6 +84,9 @@ METRIC_INFO: dict[str, str] = {
     "healed": "accuracy on all corrupted training samples against their clean labels (high is good)",
     "utility": "clean test accuracy (label swap: on the unswapped classes) (high is good)",
     "utility_x_healed": "utility x healed, REM's score (high is good)",
+    "healed_found": "healed on the discovered corrupted samples D_f only (what every method is shown)",
+    "healed_hidden": "healed on the corrupted samples that were not discovered and hide in D_r (NaN at 100 % "
+                     "discovery); REM's claim is about these",
     "healed_test": "trigger: triggered test accuracy; label swap: test accuracy on the swapped classes",
     "seconds": "wall-clock seconds of the unlearning call (retrain: of training from scratch)",
     "retrain_gap": "|forget_acc - retrain's| + |test_acc - retrain's|: distance to the retrain model (0 is best); "
@@ -428,37 +436,100 @@ def quick_evaluate(model: nn.Module | Outputs, task, *, device: str | torch.devi
     return {**record, **FINITE}
 
 
-def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "auto") -> float:
-    """``healed`` alone: the accuracy on every corrupted training sample of a corrupted task against its clean label
-    (index order, images as trained on). Reads no test data, so a tuning step may use it on a tuning request."""
+#: the parts of a corrupted set that :func:`healed_accuracy` scores: every corrupted sample (the paper's Healed), the
+#: discovered ones (D_f) or the hidden ones (in D_r, with their wrong labels)
+HEALED_PARTS = ("all", "found", "hidden")
+
+
+def corrupted_part(task, part: str = "all") -> np.ndarray:
+    """A boolean mask over ``task.corruption["corrupt_idx"]`` (sorted, the order of ``clean_labels``): every corrupted
+    sample (``"all"``), the discovered ones (``"found"``: ``known_idx``, the task's D_f) or the rest (``"hidden"``)."""
+    if part not in HEALED_PARTS:
+        raise ValueError(f"part must be one of {', '.join(HEALED_PARTS)}, got {part!r}")
+    c = task.corruption
+    corrupt = np.asarray(c["corrupt_idx"])
+    if part == "all":
+        return np.ones(len(corrupt), bool)
+    found = np.isin(corrupt, c["known_idx"])
+    return found if part == "found" else ~found
+
+
+def healed_accuracy(model: nn.Module, task, *, device: str | torch.device = "auto", part: str = "all") -> float:
+    """``healed`` alone: the accuracy on the corrupted training samples of a corrupted task against their clean
+    labels (index order, images as trained on). Reads no test data, so a tuning step may use it on a tuning request.
+
+    ``part`` picks the samples (:func:`corrupted_part`): ``"all"`` (the default: the paper's Healed, every corrupted
+    sample), ``"found"`` (the discovered D_f, which a method is shown) or ``"hidden"`` (the undiscovered rest, which
+    sits in D_r with its wrong labels). NaN when the model diverged (non-finite weights or outputs), and also for a
+    part with no sample (``"hidden"`` at 100 % discovery): a caller that must tell the two apart checks the part's
+    size (:func:`corruption_metrics` does)."""
     if task.kind != "corrupted":
         raise ValueError(f"healed_accuracy needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
+    keep = corrupted_part(task, part)
     c = task.corruption
-    corrupt = np.asarray(c["corrupt_idx"])  # sorted; clean_labels follow the same order
+    if not keep.any():
+        return float("nan")  # nothing in this part (e.g. nothing hidden at 100 % discovery)
+    corrupt = np.asarray(c["corrupt_idx"])[keep]  # sorted; clean_labels follow the same order
     logits = predict_logits(model, task.data, corrupt, split="train", device=device)
     if not (parameters_finite(model) and outputs_finite(logits)):
         return float("nan")  # diverged: never a score
-    return accuracy_from_logits(logits, torch.as_tensor(c["clean_labels"]))
+    return accuracy_from_logits(logits, torch.as_tensor(np.asarray(c["clean_labels"])[keep]))
+
+
+def protected_classes(task) -> list[int]:
+    """The classes a corrupted task's *labels* point at, which a method can "heal" by deleting: the trigger's target
+    class, the two classes of a label swap; none for random labels (they point everywhere)."""
+    c = task.corruption or {}
+    if c.get("kind") == "trigger":
+        return [int(c["target_class"])]
+    if c.get("kind") == "label_swap":
+        return [int(k) for k in task.params["swap_classes"]]
+    return []
+
+
+def protected_validation_accuracy(model: nn.Module, task, *, device: str | torch.device = "auto") -> float:
+    """Accuracy on the validation images of :func:`protected_classes` (clean labels; NaN when there are none). A
+    selection score multiplies ``healed`` by it relative to the original's, so that deleting the class a corruption
+    points at is not rewarded as healing. Never reads the test split."""
+    classes = protected_classes(task)
+    if not classes or len(task.val_idx) == 0:
+        return float("nan")
+    y = task.data.y_train[torch.from_numpy(np.asarray(task.val_idx))]
+    keep = torch.from_numpy(np.isin(y.numpy(), classes))
+    if not bool(keep.any()):
+        return float("nan")
+    logits = predict_logits(model, task.data, np.asarray(task.val_idx)[keep.numpy()], split="train", device=device)
+    if not outputs_finite(logits):
+        return float("nan")
+    return accuracy_from_logits(logits, y[keep])
 
 
 def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "auto",
                        collapse_guard: bool = True) -> dict:
     """REM's metrics for a corrupted task (``healed``, ``utility``, ``utility_x_healed``, ``healed_test``; see the
-    module docstring), plus ``forget_acc`` (on D_f with the labels as given, i.e. corrupted) and ``test_acc`` (the
-    whole clean test set), the fields every chapter's records share. ``collapse_guard`` as in :func:`evaluate`."""
+    module docstring), ``healed`` split into ``healed_found`` and ``healed_hidden`` (the discovered and the hidden
+    corrupted samples; :func:`healed_accuracy`), plus ``forget_acc`` (on D_f with the labels as given, i.e.
+    corrupted) and ``test_acc`` (the whole clean test set), the fields every chapter's records share.
+    ``collapse_guard`` as in :func:`evaluate`."""
     from .tasks import triggered_test
 
     if task.kind != "corrupted":
         raise ValueError(f"corruption_metrics needs a corrupted task (tasks.corrupted), got a {task.kind!r} task")
     d, c = task.data, task.corruption
-    keys = ["healed", "target_acc", "utility", "utility_x_healed", "healed_test", "forget_acc", "test_acc",
-            *(f"{CLASS_PREFIX}{name}" for name in d.classes)]
+    keys = ["healed", "healed_found", "healed_hidden", "target_acc", "utility", "utility_x_healed", "healed_test",
+            "forget_acc", "test_acc", *(f"{CLASS_PREFIX}{name}" for name in d.classes)]
     if not parameters_finite(model):
         return diverged_record(keys, reason="non-finite weights")
-    healed = healed_accuracy(model, task, device=device)
+    # one pass over the corrupted set: Healed on all of it, and on its found and hidden parts (healed_accuracy)
+    corrupt_logits = predict_logits(model, d, np.asarray(c["corrupt_idx"]), split="train", device=device)
     test_logits = predict_logits(model, d, None, split="test", device=device)
-    if np.isnan(healed) or not outputs_finite(test_logits):
+    if not (outputs_finite(corrupt_logits) and outputs_finite(test_logits)):
         return diverged_record(keys, reason="non-finite outputs")
+    clean = torch.as_tensor(np.asarray(c["clean_labels"]))
+    found = torch.from_numpy(corrupted_part(task, "found"))
+    healed = accuracy_from_logits(corrupt_logits, clean)
+    healed_found = accuracy_from_logits(corrupt_logits[found], clean[found])      # NaN when nothing was found
+    healed_hidden = accuracy_from_logits(corrupt_logits[~found], clean[~found])   # NaN when nothing is hidden
     correct = (test_logits.argmax(1) == d.y_test).numpy()
     reason = collapse_reason(float(correct.mean()), d.y_test, what="the clean test images") if collapse_guard else None
     if reason:
@@ -478,7 +549,8 @@ def corruption_metrics(model: nn.Module, task, *, device: str | torch.device = "
     forget = predict_logits(model, d, task.forget_idx, split="train", device=device)
     if not outputs_finite(forget) or (c["kind"] == "trigger" and not outputs_finite(stamped)):
         return diverged_record(keys, reason="non-finite outputs")
-    return {**FINITE, "healed": healed, "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility,
+    return {**FINITE, "healed": healed, "healed_found": healed_found, "healed_hidden": healed_hidden,
+            "target_acc": target_acc, "utility": utility, "utility_x_healed": healed * utility,
             "healed_test": healed_test,
             "forget_acc": accuracy_from_logits(forget, d.y_train[torch.from_numpy(task.forget_idx)]),
             "test_acc": float(correct.mean()), **class_accuracies(test_logits, d.y_test, d.classes)}

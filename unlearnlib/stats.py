@@ -44,8 +44,8 @@ LEVEL = 0.95
 BOOTSTRAP_MIN_SEEDS = 10
 #: metrics that are shares of images (accuracies, MIA fractions and CV accuracies, REM's scores): they lie in [0, 1]
 UNIT_METRICS = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "val_acc", "val_forget_acc",
-                "mia_entropy_lr", "mia_loss_lr", "mia_efficacy_svc", "healed", "utility", "utility_x_healed",
-                "healed_test", "target_acc", "user_acc")
+                "mia_entropy_lr", "mia_loss_lr", "mia_efficacy_svc", "healed", "healed_found", "healed_hidden",
+                "utility", "utility_x_healed", "healed_test", "target_acc", "user_acc")
 
 
 def metric_bounds(metric: str) -> tuple[float, float] | None:

@@ -91,7 +91,12 @@ def noise_generator(noise_seed: int | None) -> tuple[torch.Generator, str]:
 
     Without ``noise_seed`` it is seeded from fresh OS entropy, different on every call: noise that anyone can
     regenerate from a known seed can be subtracted again, and hides nothing. With ``noise_seed`` it is reproducible,
-    for figures and tests only. The description goes into a method's ``unlearn_info`` (never the entropy seed)."""
+    for figures and tests only. The description goes into a method's ``unlearn_info`` (never the entropy seed).
+
+    Only the seed comes from the operating system's entropy (:mod:`secrets`); the generator is torch's CPU
+    generator, a Mersenne Twister, which is not cryptographically secure: whoever sees enough of its output could in
+    principle recover its state. Noise that must stay unpredictable against such an observer needs a cryptographic
+    generator."""
     if noise_seed is None:
         return torch.Generator().manual_seed(secrets.randbits(63)), "fresh OS entropy"
     return torch.Generator().manual_seed(int(noise_seed)), f"noise_seed={noise_seed}"

@@ -712,16 +712,22 @@ def _memory_limit(device) -> int:
 
 
 def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, device="cpu",
-                    memory_limit: int | None = None) -> dict[str, torch.Tensor]:
+                    memory_limit: int | None = None, likelihood: str = "categorical") -> dict[str, torch.Tensor]:
     """The diagonal of the Fisher information of the model's own predictive distribution, averaged over the
     training samples ``indices``: ``F_i = mean_x sum_c p_c(x) (d log p_c(x) / d theta_i)^2``, for every trainable
-    parameter. The model runs in eval mode (BatchNorm uses its running statistics, so samples do not interact);
+    parameter (``likelihood="categorical"``: a model trained with cross-entropy). ``likelihood="gaussian"`` is the
+    Fisher of a model trained with the squared error ``1/2 ||f(x) - y||^2``, the negative log-likelihood of
+    ``N(y; f(x), I)``: ``F_i = mean_x sum_k (d f_k(x) / d theta_i)^2``, the diagonal of the Gauss-Newton matrix
+    ``J^T J / n`` (a mixed-linear model's). The model runs in eval mode (BatchNorm uses its running statistics, so samples do not interact);
     the per-sample gradients of all classes come from ``torch.func`` (``vmap`` of ``jacrev``), ``batch_size``
     samples at a time, in chunks small enough for ``memory_limit`` bytes (:func:`fisher_chunk`; default a quarter
     of a CUDA device's free memory, 1 GiB on a CPU): memory grows as samples x classes x parameters, which on a
     ResNet-18 is ~1.3 GB per sample. The chunking changes only the order of a sum."""
     from torch.func import functional_call, jacrev, vmap
 
+    if likelihood not in ("categorical", "gaussian"):
+        raise ValueError(f"likelihood must be 'categorical' (cross-entropy) or 'gaussian' (squared error), "
+                         f"not {likelihood!r}")
     idx = np.asarray(indices)
     if idx.size == 0:
         raise ValueError("the Fisher information needs at least one sample; D_r is empty")
@@ -734,7 +740,10 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, de
     def log_probs(p: dict, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(functional_call(model, p, (x.unsqueeze(0),)), dim=1)[0]
 
-    per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))
+    def outputs(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, p, (x.unsqueeze(0),))[0]
+
+    per_sample = vmap(jacrev(log_probs if likelihood == "categorical" else outputs), in_dims=(None, 0))
     total = {n: torch.zeros_like(p) for n, p in params.items()}
     like = next(iter(params.values()))
     chunk = fisher_chunk(batch_size, data.num_classes, sum(p.numel() for p in params.values()),
@@ -743,8 +752,10 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, de
     for x_batch, _ in batches(data, idx, batch_size, device=device):
         for x in x_batch.split(chunk):
             with torch.no_grad():
-                prob = F.softmax(model(x), dim=1)
+                prob = F.softmax(model(x), dim=1) if likelihood == "categorical" else None
             jac = per_sample(params, x)  # name -> (chunk, classes, *shape)
+            if prob is None:  # the Gaussian's Fisher weighs every output alike
+                prob = torch.ones(jac[next(iter(jac))].shape[:2], device=x.device, dtype=x.dtype)
             for n, j in jac.items():
                 total[n] += torch.einsum("bc,bc...->...", prob, j.detach().pow(2))
             del jac
@@ -761,10 +772,34 @@ def _output_layer(model: nn.Module, num_classes: int) -> nn.Module | None:
     return found
 
 
+def _noise_groups(model: nn.Module, fisher: dict[str, torch.Tensor], num_classes: int):
+    """The tensors that Fisher forgetting shapes one by one: ``(name, weights, fisher, on_classifier)``, with
+    ``weights`` a view that the noise is written into.
+
+    On an ordinary model they are its trainable parameters. A mixed-linear model has one flat trainable vector,
+    ``w_user``, a tangent of its tail's parameters: it is cut into the tail's tensors (``as_tangent``), so that the
+    official shaping (per-unit averaging, the factor for the classifier and for one-dimensional tensors) applies
+    to each as it would to the tail's own weights, and the classifier is the tail's last linear layer."""
+    if hasattr(model, "as_tangent") and hasattr(model, "w_user"):
+        tail_head = _output_layer(model.tail, num_classes) if hasattr(model, "tail") else None
+        head_names = {n for n, p in model.tail.named_parameters()
+                      if tail_head is not None and any(p is q for q in tail_head.parameters())}
+        weights = model.as_tangent(model.w_user.detach())
+        curvature = model.as_tangent(fisher["w_user"])
+        for n in weights:
+            yield f"w_user[{n}]", weights[n], curvature[n], n in head_names
+        return
+    head = _output_layer(model, num_classes)
+    head_params = {id(p) for p in head.parameters()} if head is not None else set()
+    for n, p in model.named_parameters():
+        if n in fisher:
+            yield n, p.detach(), fisher[n], id(p) in head_params
+
+
 @register("fisher", paper="Golatkar, Achille and Soatto 2020 (CVPR), Fisher forgetting")
 def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", alpha: float = 1e-6,
                       max_variance: float = 1e3, max_variance_output: float = 1e2, retain_samples: int | None = None,
-                      batch_size: int = 32, zero_forgotten_rows: bool | None = None,
+                      batch_size: int = 32, zero_forgotten_rows: bool | None = None, likelihood: str | None = None,
                       noise_seed: int | None = None) -> nn.Module:
     """Fisher forgetting: Gaussian noise on every weight, large where D_r does not need the weight.
 
@@ -784,50 +819,56 @@ def fisher_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", al
     The official code identifies the classifier as "any tensor with ``num_classes`` rows"; here it is the last
     trainable ``nn.Linear`` with ``num_classes`` outputs (another tensor that happens to have as many rows is left
     alone). The Fisher uses all of D_r unless ``retain_samples`` caps it at a seeded random subset (the official
-    code reads all of it, one sample at a time). On a mixed-linear model (one with ``user_idx``), D_r is its
-    remaining user data: only ``w_user`` is trainable, and the core data are not in it. As for ``ml-forgetting``,
-    the noise is drawn from fresh OS entropy unless ``noise_seed`` is given
-    (:func:`~unlearnlib.training.noise_generator`).
+    code reads all of it, one sample at a time).
+
+    On a mixed-linear model (one with ``user_idx`` and ``w_user``), D_r is its remaining user data (the core data
+    are not in ``w_user``); only ``w_user`` gets noise, shaped per tensor of the tail it is a tangent of
+    (:func:`_noise_groups`), and the Fisher is the one of the loss it was fitted with, the squared error
+    (``likelihood=None`` picks ``"gaussian"`` there, ``"categorical"`` elsewhere; :func:`expected_fisher`). The row
+    zeroing does not apply there: zeroing a tangent row does not mask a logit. As for ``ml-forgetting``, the noise's
+    generator (torch's Mersenne Twister, not a cryptographic one) is seeded from fresh OS entropy unless
+    ``noise_seed`` is given (:func:`~unlearnlib.training.noise_generator`).
     """
     _check_positive("alpha", alpha, hint="the scale of the noise variance; the official code uses 1e-6 to 3e-6")
     _check_positive("batch_size", batch_size, integer=True)
     retain = np.asarray(task.retain_idx)
     user = getattr(model, "user_idx", None)
+    mixed_linear = user is not None and hasattr(model, "w_user")
     if user is not None:  # a mixed-linear model: what it may keep are its remaining *user* samples (core is in w_c)
         retain = np.setdiff1d(np.asarray(user), task.forget_idx)
+    if likelihood is None:
+        likelihood = "gaussian" if mixed_linear else "categorical"
     if retain_samples is not None:
         _check_positive("retain_samples", retain_samples, integer=True)
         if retain_samples < len(retain):
             retain = np.sort(np.random.default_rng(seed).choice(retain, retain_samples, replace=False))
     model = model.to(device)
-    head = _output_layer(model, task.num_classes)
-    head_params = {id(p) for p in head.parameters()} if head is not None else set()
     if zero_forgotten_rows is None:
-        zero_forgotten_rows = task.kind == "full_class"
+        zero_forgotten_rows = task.kind == "full_class" and not mixed_linear
     # a bad request is refused before the curvature pass over D_r, which is most of the method's time
+    if zero_forgotten_rows and mixed_linear:
+        raise ValueError("zero_forgotten_rows does not apply to a mixed-linear model (zeroing a row of the user "
+                         "weights does not mask a logit); pass zero_forgotten_rows=False")
     if zero_forgotten_rows and task.kind != "full_class":
         raise ValueError(f"zero_forgotten_rows applies to a class task, not a {task.kind!r} task")
-    if zero_forgotten_rows and head is None:
+    if zero_forgotten_rows and _output_layer(model, task.num_classes) is None:
         raise ValueError(f"zero_forgotten_rows needs a trainable nn.Linear classifier with {task.num_classes} "
                          f"outputs; pass zero_forgotten_rows=False")
-    fisher = expected_fisher(model, task.data, retain, batch_size=batch_size, device=device)
+    fisher = expected_fisher(model, task.data, retain, batch_size=batch_size, device=device, likelihood=likelihood)
     gen, noise_source = noise_generator(noise_seed)
     with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n not in fisher:
-                continue
-            on_head = id(p) in head_params
-            var = (1.0 / (fisher[n] + 1e-8)).clamp(max=max_variance_output if on_head else max_variance) * alpha
+        for _, p, f, on_head in _noise_groups(model, fisher, task.num_classes):
+            var = (1.0 / (f + 1e-8)).clamp(max=max_variance_output if on_head else max_variance) * alpha
             if p.dim() > 1:
                 var = var.mean(dim=tuple(range(1, p.dim())), keepdim=True).expand_as(p).clone()
             if on_head or p.dim() == 1:
                 var *= 10
-            mean = p.detach().clone()
+            mean = p.clone()
             if zero_forgotten_rows and on_head:
                 rows = torch.as_tensor(list(task.forget_classes), device=p.device)
                 mean[rows] = 0.0
                 var[rows] = 1e-4
             p.copy_(mean + var.sqrt() * torch.randn(p.shape, generator=gen).to(p.device, p.dtype))
     model.unlearn_info = {"retain_samples": int(len(retain)), "zero_forgotten_rows": bool(zero_forgotten_rows),
-                          "noise": noise_source}
+                          "likelihood": likelihood, "noise": noise_source}
     return model

@@ -25,11 +25,11 @@ Choices that differ from the official code (github.com/csm9493/L2UL), each becau
   NaN;
 - the PGD attack is written here (about 20 lines) instead of importing advertorch.
 
-Where the attack and the loop differ from the official code without a bug to fix (none of these explains the
-collapse of the remaining classes that the chapter reports: the official algorithm collapses the same way):
+Where the attack and the loop differ from the official code without a bug to fix (the chapter measures the gradient
+floor's effect; the others are not measured one by one):
 
 - the gradient-norm floor of the L2 step is advertorch's 1e-6 by default (``pgd_grad_floor``); 1e-12 lets the
-  examples run on to larger margins once the attack has won, which weakens what they anchor;
+  examples run on to larger margins once the attack has won, which may weaken what they anchor;
 - the random start is a uniform point of the eps-ball (Gaussian direction, radius eps * u^(1/d)); advertorch draws
   a uniform random *image* and projects ``image - x`` onto the ball, which nearly always lands on its surface;
 - each step projects onto the ball, then clips to [0, 1]; advertorch clips, then projects (both end inside both

@@ -31,8 +31,10 @@ Where we depart from the paper and from the public reimplementation (UCR), and w
 - ``w_user`` starts at exactly 0 and the linearized tail keeps its BatchNorm statistics frozen (UCR re-initialises
   the tangent weights and resets BN; both break the "zero the user weights" semantics and the exact linearity).
 - The auxiliary variable ``v`` starts at 0 (UCR draws it at random) and runs for the paper's 2-3 epochs (UCR: 150).
-- The noise comes from fresh OS entropy on every request (``noise_seed`` makes it reproducible, for figures):
-  noise that a caller could regenerate from a default seed could be subtracted again, and would hide nothing.
+- The noise generator is seeded from fresh OS entropy on every request (``noise_seed`` makes it reproducible, for
+  figures): noise that a caller could regenerate from a default seed could be subtracted again, and would hide
+  nothing. The generator itself is torch's (a Mersenne Twister), not a cryptographic one
+  (:func:`~unlearnlib.training.noise_generator`); the paper does not discuss where the noise comes from.
 - The SGD solver of the Newton step keeps a constant step by default: at the paper's 2-3 epochs it lands closer to
   the exact step than a cosine-annealed one. A constant step stalls at a noise floor after many epochs; pass
   ``anneal=True`` for long solves (:func:`newton_step`).
@@ -283,14 +285,20 @@ def largest_curvature(model: MixedLinear, data, idx, *, device="auto", batch_siz
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *, tol: float = 1e-6,
-                       max_iter: int = 500, x0: torch.Tensor | None = None, progress: bool = False,
-                       desc: str = "CG") -> tuple[torch.Tensor, dict]:
+                       max_iter: int = 500, x0: torch.Tensor | None = None, scale: float | None = None,
+                       progress: bool = False, desc: str = "CG") -> tuple[torch.Tensor, dict]:
     """Solve ``A x = b`` for symmetric positive definite ``A`` given as ``matvec``; stop when
-    ``||A x - b|| <= tol ||b||``. Returns ``x`` and ``{"iterations", "relative_residual"}``."""
+    ``||A x - b|| <= tol * scale``, with ``scale = ||b||`` unless given. Returns ``x`` and ``{"iterations",
+    "relative_residual"}`` (the residual divided by ``scale``).
+
+    ``scale`` lets two solves stop at the same *absolute* accuracy: the Newton step of a forget request has a right-
+    hand side far smaller than retraining's, and a tolerance relative to it asks for a far more accurate answer
+    (:func:`newton_step` passes retraining's scale)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     p, rs = r.clone(), r @ r
-    b_norm = b.norm().clamp_min(1e-30)
+    b_norm = (b.norm() if scale is None else torch.as_tensor(float(scale), dtype=b.dtype, device=b.device))
+    b_norm = b_norm.clamp_min(1e-30)
     it = 0
     bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False, mininterval=2.0)
     while it < max_iter and rs.sqrt() > tol * b_norm:
@@ -375,17 +383,25 @@ def newton_step(model: MixedLinear, data, remaining, *, solver: str = "sgd", epo
     the step to 0 over the run (as :func:`train_user_weights` does) and keeps converging. We keep the constant step
     as the default because the paper's operating point is 2-3 epochs, far from the floor, where annealing halves the
     average step and lands further from the exact step (``tests/test_mixed_privacy.py`` measures both).
-    ``solver="cg"``: conjugate gradient with full-batch Hessian-vector products (exact to ``cg_tol``). Returns ``v``
-    and what the solver did.
+    ``solver="cg"``: conjugate gradient with full-batch Hessian-vector products. It stops at the accuracy that
+    retraining with the same ``cg_tol`` reaches: the new weights ``w - v`` solve retraining's system
+    ``H w' = J^T (y - f_core) / |D_r|`` with residual ``||H v - g||``, so the step stops when that residual is
+    ``cg_tol`` times the norm of retraining's right-hand side (one more gradient pass), not ``cg_tol`` times the far
+    smaller ``||g||``. ``relative_residual`` is on that scale, comparable with :func:`solve_user_weights`'.
+    Returns ``v`` and what the solver did.
     """
     device = resolve_device(device)
     remaining = np.asarray(remaining)
     g = user_gradient(model, data, remaining, device=device)
     if solver == "cg":
+        zero = torch.zeros_like(model.w_user.detach())
+        scale = float(user_gradient(model, data, remaining, zero, device=device).norm())
         v, info = conjugate_gradient(lambda u: hessian_vector(model, data, remaining, u, device=device), g,
-                                     tol=cg_tol, max_iter=cg_max_iter, progress=progress, desc="CG Newton step")
+                                     tol=cg_tol, max_iter=cg_max_iter, scale=scale, progress=progress,
+                                     desc="CG Newton step")
         return v, {"solver": "cg", "cg_iterations": info["iterations"],
-                   "relative_residual": info["relative_residual"], "passes": 1 + info["iterations"]}
+                   "relative_residual": info["relative_residual"], "residual_scale": "retraining's right-hand side",
+                   "passes": 2 + info["iterations"]}
     if solver != "sgd":
         raise ValueError(f"solver must be 'sgd' (the paper's) or 'cg' (exact), not {solver!r}")
     if lr is None:
@@ -515,9 +531,11 @@ def ml_forgetting(model: nn.Module, task, *, seed: int = 0, device="cpu", sigma:
     information proxy); ``model.user_idx`` loses the forgotten samples, so requests can follow one another.
 
     The noise hides what the inexact step leaves of the forgotten data, so nobody may be able to regenerate it: by
-    default it is drawn from fresh operating-system entropy, different on every call, whatever ``seed`` is
-    (``seed`` only orders the solver's mini-batches). Pass ``noise_seed`` to make it reproducible, for figures and
-    tests only: anyone who knows that seed can subtract the noise again.
+    default its generator is seeded from fresh operating-system entropy, a new seed on every call, whatever
+    ``seed`` is (``seed`` only orders the solver's mini-batches). The generator is torch's Mersenne Twister, which
+    is not cryptographically secure (:func:`~unlearnlib.training.noise_generator`): a deployment that needs
+    unpredictable noise should draw it from a cryptographic generator. Pass ``noise_seed`` to make it reproducible,
+    for figures and tests only: anyone who knows that seed can subtract the noise again.
     """
     forget = _checked_forget(model, task, "ml-forgetting")
     remaining = np.setdiff1d(model.user_idx, forget)
