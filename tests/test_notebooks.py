@@ -164,8 +164,6 @@ def test_the_results_sanity_check_passes_a_sane_payload():
 #: entry is removed, so the list cannot go stale)
 KNOWN_UNSANE = {"l2ul/cpu.json": "naive ascent's diverged runs, and its collapsed ones (test accuracy at chance), scored "
                                  "as results; cleared when the chapter is re-executed",
-                "classlevel/cpu.json": "NegGrad+ and SSD (few-shot) models collapsed to chance scored as results; "
-                                       "cleared when the chapter is re-executed with metrics' collapse guard",
                 "comparison/cpu.json": "SCRUB's full-class models at chance scored as results; cleared when the chapter "
                                        "is re-executed (issue 40)",
                 "rem/cpu.json": "one SSD model at chance on random labels scored as a result; cleared when the chapter is "
@@ -319,8 +317,7 @@ def test_committed_chapter_shows_no_stderr_residue(chapter):
 
 
 #: committed runs that glue numpy scalars; each leaves the list when its chapter is re-executed (the test fails until)
-KNOWN_NUMPY_GLUE = {"classlevel": "exercise 'filters instead of weights' glues 4 numpy scalars (not shown in the prose): "
-                                  "float() them at its next re-execution"}
+KNOWN_NUMPY_GLUE: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
