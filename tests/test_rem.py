@@ -278,20 +278,23 @@ def test_corrupted_tuning_scores_validation_times_healed_without_rewarding_a_del
     profile = get_profile("smoke").replace(arch="small-cnn-capacity", recipe=TINY_RECIPE.replace(epochs=2), seeds=(0,))
     request = tasks.corrupted(small_fashion, "trigger", n_corrupt=60, discovery_rate=0.5, target_class=0, seed=7)
     reported = tasks.corrupted(small_fashion, "trigger", n_corrupt=60, discovery_rate=0.5, target_class=0, seed=0)
-    grids = {"npo": [{"lr": 1e-7, "epochs": 1}, {"lr": 0.05, "epochs": 3}],
-             "suppress_target": [{}, {"value": -1e4}]}
+    grids = {"npo": [{"lr": 1e-7, "epochs": 1}, {"lr": 3e-3, "epochs": 1}, {"lr": 0.05, "epochs": 3}],
+             "suppress_target": [{}, {"value": -1e4}, {"value": -1e3}]}
     result = tune_corrupted([request], profile, grids, seed=7, reported=[reported], device="cpu", progress=False)
     grid_records = [r for r in result.records if r["extension"] == 0]  # the grid; extensions come after it
-    assert len(grid_records) == 4 and all("test_acc" not in r for r in result.records)
+    assert len(grid_records) == 6 and all("test_acc" not in r for r in result.records)
     assert all(r["score"] == pytest.approx(r["val_acc"] * r["healed"] * r["protected_factor"])
                for r in result.records if "score" in r)
     # deleting the trigger's target class raises healed but is not healing: the target-class factor scores it 0
     for r in (r for r in grid_records if r["method"] == "suppress_target"):
         assert r["healed"] > 0 and r["protected_val_acc"] == 0 and r["protected_factor"] == 0 and r["score"] == 0
-    tiny, real = (r for r in grid_records if r["method"] == "npo")
-    assert real["healed"] > tiny["healed"]  # a step of 1e-7 heals nothing; 3 passes at 0.05 heal the found half
-    assert result.chosen["npo"] == {"lr": 0.05, "epochs": 3}
-    assert result.config["budget"] == 2 and result.config["seed"] == 7
+    tiny, real, deleting = (r for r in grid_records if r["method"] == "npo")
+    assert real["healed"] > tiny["healed"]  # a step of 1e-7 heals nothing; a pass at 3e-3 heals part of the found half
+    # three passes at 0.05 heal by deleting the trigger's target class: the factor scores that down
+    assert deleting["healed"] > tiny["healed"] and deleting["protected_factor"] < 0.5 < real["protected_factor"]
+    assert deleting["score"] < real["score"]
+    assert result.chosen["npo"] == {"lr": 3e-3, "epochs": 1}
+    assert result.config["budget"] == 3 and result.config["seed"] == 7
     # the rule recomputed from the records gives the run's choice back
     assert choose_from_records(result.records, "score", resolution=result.config["resolution"]) == result.chosen
     kw = dict(device="cpu", progress=False)

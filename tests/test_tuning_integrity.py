@@ -247,13 +247,20 @@ grids = {"neggrad_plus": [{"epochs": 1, "lr": 0.01, "alpha": a} for a in (0.8, 0
          "random_labels": [{"epochs": e, "lr": 0.01} for e in (1, 2, 3)]}                   # CPU (issue 34)
 result = tune(tasks.full_class(data, "Pullover"), profile, grids, reported=[tasks.full_class(data, "Trouser")],
               device="cpu", progress=False, extensions=1)
-print(json.dumps({"chosen": result.chosen, "settings": len(result.config["settings"])}))
+scores = {json.dumps([s["method"], json.dumps(json.loads(s["hparams"]), sort_keys=True)]): s["retrain_gap"]
+          for s in result.config["settings"] if s["outcome"] == "scored"}
+print(json.dumps({"chosen": result.chosen, "resolution": result.config["resolution"], "scores": scores}))
 """
 
 
-def test_the_choices_are_the_same_with_one_and_with_two_torch_threads(tmp_path):
-    """Another CPU reduces sums in another order; two thread counts do too. Each run starts from a cold cache (its
-    own original and retrain models, trained under its thread count), as a new user's would."""
+def test_thread_counts_move_the_tuning_scores_by_less_than_an_image_and_the_choice_only_within_the_tie_band(tmp_path):
+    """Another CPU reduces sums in another order; two thread counts do too, and each run starts from a cold cache (its
+    own original and retrain models, trained under its thread count), as a new user's would. The models then differ
+    in a few predictions, so no discrete rule can promise the same choice everywhere: a setting one image outside the
+    tie band under one thread count can fall inside it under the other. What holds on any CPU is that every setting's
+    score moves by less than the score's resolution (one image on each scored set, averaged over the tuning seeds),
+    and that each run's choice scores, in the other run, within two resolutions of the best: a near-tie, never a
+    setting that the other run finds clearly worse."""
     from unlearnlib import config
 
     out = {}
@@ -263,4 +270,13 @@ def test_the_choices_are_the_same_with_one_and_with_two_torch_threads(tmp_path):
                               cwd=Path(__file__).parent, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out[1]["chosen"] == out[2]["chosen"], out
+    one, two = out[1], out[2]
+    assert one["resolution"] == two["resolution"] and set(one["scores"]) == set(two["scores"]), out
+    res = one["resolution"]
+    for key in one["scores"]:
+        assert abs(one["scores"][key] - two["scores"][key]) < res, (key, out)
+    for this, other in ((one, two), (two, one)):
+        for method, hp in this["chosen"].items():
+            mine = [v for k, v in other["scores"].items() if json.loads(k)[0] == method]
+            chosen_there = other["scores"][json.dumps([method, json.dumps(hp, sort_keys=True)])]
+            assert chosen_there - min(mine) < 2 * res, (method, hp, out)

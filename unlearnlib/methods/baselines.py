@@ -763,11 +763,13 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, de
     return {n: t / len(idx) for n, t in total.items()}
 
 
-def _output_layer(model: nn.Module, num_classes: int) -> nn.Module | None:
-    """The last trainable ``nn.Linear`` with ``num_classes`` outputs: the classifier."""
+def _output_layer(model: nn.Module, num_classes: int, trainable_only: bool = True) -> nn.Module | None:
+    """The last ``nn.Linear`` with ``num_classes`` outputs: the classifier (by default only a trainable one; a
+    mixed-linear model's tail is frozen, its trainable copy being ``w_user``)."""
     found = None
     for m in model.modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes and m.weight.requires_grad:
+        if (isinstance(m, nn.Linear) and m.out_features == num_classes
+                and (m.weight.requires_grad or not trainable_only)):
             found = m
     return found
 
@@ -781,7 +783,7 @@ def _noise_groups(model: nn.Module, fisher: dict[str, torch.Tensor], num_classes
     official shaping (per-unit averaging, the factor for the classifier and for one-dimensional tensors) applies
     to each as it would to the tail's own weights, and the classifier is the tail's last linear layer."""
     if hasattr(model, "as_tangent") and hasattr(model, "w_user"):
-        tail_head = _output_layer(model.tail, num_classes) if hasattr(model, "tail") else None
+        tail_head = _output_layer(model.tail, num_classes, trainable_only=False) if hasattr(model, "tail") else None
         head_names = {n for n, p in model.tail.named_parameters()
                       if tail_head is not None and any(p is q for q in tail_head.parameters())}
         weights = model.as_tangent(model.w_user.detach())
