@@ -167,10 +167,17 @@ def _profile():
 
 
 def test_run_methods_without_retrain_records_steps_and_success(request16):
-    recs = run_methods(request16, _profile(), {"original": {}, "L2UL": Setting("l2ul", FAST)}, seeds=[0],
+    # the official recipe run to its rule collapses this small model (the collapse guard leaves it unscored, as
+    # the second call checks); the first call turns the guard off to read the plumbing's forget accuracy
+    recs = run_methods(request16, _profile().replace(collapse_guard=False),
+                       {"original": {}, "L2UL": Setting("l2ul", FAST)}, seeds=[0],
                        device="cpu", progress=False, quick="retain", retrain=False)
     l2 = next(r for r in recs if r["method"] == "L2UL")
     assert l2["forget_acc"] == 0.0 and l2["success"] and l2["steps"] > 0 and "retain_acc" in l2
+    guarded = run_methods(request16, _profile(), {"L2UL": Setting("l2ul", FAST)}, seeds=[0], device="cpu",
+                          progress=False, quick="retain", retrain=False)[0]
+    assert guarded["steps"] == l2["steps"] and guarded["success"]
+    assert np.isnan(guarded["forget_acc"]) if guarded["collapsed"] else guarded["forget_acc"] == 0.0
     with pytest.raises(ValueError, match="retrain=False"):
         run_methods(request16, _profile(), {"retrain": {}}, seeds=[0], device="cpu", progress=False,
                     quick=True, retrain=False)
