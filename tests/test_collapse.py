@@ -104,3 +104,21 @@ def test_tables_leave_collapsed_runs_out_and_say_so():
     assert shown.loc[("t", "lost"), "mean |gap|"] == "collapsed on 4 of 4 seeds"
     tied = tied_with_best(everywhere, "forget_acc")
     assert tied.loc["lost", "excluded"] == "collapsed on 4 of 4 seeds" and not tied.loc["lost", "tied"]
+
+
+def test_a_method_s_own_report_does_not_make_a_collapsed_model_look_scored():
+    """L2UL reports ``diverged: False`` when its loss stayed finite; the evaluation may still find the model collapsed.
+    The record keeps the evaluation's verdict, so that every table counts it as collapsed (and as left out)."""
+    from unlearnlib.experiment import with_run_info
+
+    collapsed = metrics.collapsed_record(["forget_acc", "test_acc"], "collapsed: 10.1% accuracy on ...")
+    own_report = {"diverged": False, "diverged_step": None, "diverged_reason": None, "collapsed": False,
+                  "steps": 5, "success": True}
+    merged = with_run_info(collapsed, own_report)
+    assert merged["diverged"] and merged["collapsed"] and merged["diverged_reason"].startswith("collapsed")
+    assert merged["steps"] == 5 and merged["success"] and math.isnan(merged["test_acc"])
+    frame = pd.DataFrame([merged])
+    assert stats.collapsed_flags(frame).all() and stats.diverged_flags(frame).all()
+    # a scored record takes the method's report as it is
+    scored = {"forget_acc": 0.0, "test_acc": 0.9, **metrics.FINITE}
+    assert with_run_info(scored, own_report) == {**scored, **own_report}

@@ -178,6 +178,7 @@ def test_run_methods_without_retrain_records_steps_and_success(request16):
                           progress=False, quick="retain", retrain=False)[0]
     assert guarded["steps"] == l2["steps"] and guarded["success"]
     assert np.isnan(guarded["forget_acc"]) if guarded["collapsed"] else guarded["forget_acc"] == 0.0
+    assert guarded["diverged"] == guarded["collapsed"]  # L2UL's own "diverged: False" does not unmark a collapse
     with pytest.raises(ValueError, match="retrain=False"):
         run_methods(request16, _profile(), {"retrain": {}}, seeds=[0], device="cpu", progress=False,
                     quick=True, retrain=False)

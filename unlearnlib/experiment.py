@@ -27,7 +27,7 @@ from ._progress import tqdm
 from .methods import unlearn
 from .metrics import (QUICK_METRICS, Outputs, diverged_record, evaluate, quick_evaluate, retrain_gap,
                       task_outputs, validation_evaluate)
-from .metrics import FINITE, is_diverged  # (tuning: what a finite record holds, and the divergence flag)
+from .metrics import DIVERGENCE_FIELDS, FINITE, is_diverged  # (tuning: what a finite record holds, and the divergence flag)
 from .profiles import Profile
 from .provenance import tuning_fingerprints
 from .tasks import ForgetTask, draw_per_class, few_shot as tasks_few_shot
@@ -122,8 +122,19 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
         # a method that stopped at a non-finite loss or output gives a diverged record, never a score
         rec = _evaluated(result, lambda m: _score(m, task, profile, seed, device, quick, ctx.ref_out),
                          _score_keys(task, quick, ctx.ref_out is not None))
-        return {**rec, **result.info}, result.seconds, "measured"
-    return {**_score(model, task, profile, seed, device, quick, ctx.ref_out), **info}, seconds, source
+        return with_run_info(rec, result.info), result.seconds, "measured"
+    return with_run_info(_score(model, task, profile, seed, device, quick, ctx.ref_out), info), seconds, source
+
+
+def with_run_info(record: Mapping, info: Mapping) -> dict:
+    """``record`` (an evaluation's metrics) joined by what the method reports about its run (``info``: steps, success,
+    its own ``diverged: False``...). A record that the evaluation left unscored (a diverged or collapsed model) keeps
+    its divergence fields: the method's report that its loss stayed finite must not make a collapsed model look
+    scored."""
+    merged = {**record, **info}
+    if is_diverged(record):
+        merged.update({k: record[k] for k in DIVERGENCE_FIELDS if k in record})
+    return merged
 
 
 def _score_keys(task: ForgetTask, quick: bool | str, reference: bool) -> list[str]:
@@ -232,7 +243,7 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
             current = request if request is not None else requests[0]
             rec["request_acc"] = accuracy(model, data, current.forget_idx, split="train", device=device)
             records.append({"method": label, "algorithm": setting.method, "seed": seed, "request": j,
-                            "forgotten": len(forgotten), **rec, "seconds": seconds, **info,
+                            "forgotten": len(forgotten), **with_run_info({**rec, "seconds": seconds}, info),
                             "hparams": json.dumps(dict(setting.hparams), default=str)})
     return records
 
@@ -1071,7 +1082,8 @@ def run_discovery_grid(data, profile: Profile, methods: Mapping[str, Mapping | S
             record = {"task": f"corrupted: {corruption}", "corruption": corruption,
                       "regularity": REGULARITY[corruption], "discovery_rate": rate, "seed": seed,
                       "method": label, "algorithm": setting.method, "n_forget": int(len(task.forget_idx)),
-                      **metrics, "seconds": seconds, "original_train_seconds": original.train_seconds, **info,
+                      **with_run_info({**metrics, "seconds": seconds,
+                                       "original_train_seconds": original.train_seconds}, info),
                       "hparams": json.dumps(dict(setting.hparams), default=str), "store_key": produced_by}
             if at is None:
                 stored[key(record)] = len(records)
