@@ -241,7 +241,8 @@ def run_continual(requests: Sequence[ForgetTask], profile: Profile, methods: Map
             if request is None:  # nothing forgotten yet: report the first request's accuracy as a baseline
                 rec["forget_acc"] = float("nan")
             current = request if request is not None else requests[0]
-            rec["request_acc"] = accuracy(model, data, current.forget_idx, split="train", device=device)
+            rec["request_acc"] = (float("nan") if is_diverged(rec)  # a collapsed model is not scored on any set
+                                  else accuracy(model, data, current.forget_idx, split="train", device=device))
             records.append({"method": label, "algorithm": setting.method, "seed": seed, "request": j,
                             "forgotten": len(forgotten), **with_run_info({**rec, "seconds": seconds}, info),
                             "hparams": json.dumps(dict(setting.hparams), default=str)})
