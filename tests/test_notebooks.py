@@ -162,9 +162,7 @@ def test_the_results_sanity_check_passes_a_sane_payload():
 
 #: committed results that fail the check, until their chapter is re-executed (then the test below fails until the
 #: entry is removed, so the list cannot go stale)
-KNOWN_UNSANE = {"l2ul/cpu.json": "naive ascent's diverged runs, and its collapsed ones (test accuracy at chance), scored "
-                                 "as results; cleared when the chapter is re-executed",
-                "comparison/cpu.json": "SCRUB's full-class models at chance scored as results; cleared when the chapter "
+KNOWN_UNSANE = {"comparison/cpu.json": "SCRUB's full-class models at chance scored as results; cleared when the chapter "
                                        "is re-executed (issue 40)",
                 "rem/cpu.json": "one SSD model at chance on random labels scored as a result; cleared when the chapter is "
                                 "re-executed (issue 38)"}
