@@ -535,9 +535,9 @@ def _rem(c: _Ctx) -> ChapterWorkload:
                   per_seed=corruptions, trainset=f"{CORRUPTED}-found{rate:g}", **kw) for rate in rates),
     )
     m = bench_name(cfg["arch"])
-    methods = 10  # original, retrain and the 8 tuned methods of BASE; suppress_target on the trigger only
+    methods = 11  # original, retrain, refuse_instances and the 8 tuned methods of BASE; suppress_target: trigger only
     evaluations = (
-        Evaluation("corruption_metrics: (3 x 10 + 1) methods x rates", m, _corruption_eval(cfg, rates),
+        Evaluation("corruption_metrics: (3 x 11 + 1) methods x rates", m, _corruption_eval(cfg, rates),
                    (corruptions * methods + 1) * len(rates) * len(S), "run_discovery_grid (healed set, test, "
                    "found part; the trigger's stamped test split)"),
         Evaluation("tune_corrupted(): 8 methods x 3 settings x 3 requests", m, 5_000 + n, 72,
