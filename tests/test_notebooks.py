@@ -163,9 +163,7 @@ def test_the_results_sanity_check_passes_a_sane_payload():
 #: committed results that fail the check, until their chapter is re-executed (then the test below fails until the
 #: entry is removed, so the list cannot go stale)
 KNOWN_UNSANE = {"comparison/cpu.json": "SCRUB's full-class models at chance scored as results; cleared when the chapter "
-                                       "is re-executed (issue 40)",
-                "rem/cpu.json": "one SSD model at chance on random labels scored as a result; cleared when the chapter is "
-                                "re-executed (issue 38)"}
+                                       "is re-executed (issue 40)"}
 
 
 def test_the_committed_results_are_sane():
