@@ -27,7 +27,8 @@ from ._progress import tqdm
 from .methods import unlearn
 from .metrics import (QUICK_METRICS, Outputs, diverged_record, evaluate, quick_evaluate, retrain_gap,
                       task_outputs, validation_evaluate)
-from .metrics import DIVERGENCE_FIELDS, FINITE, is_diverged  # (tuning: what a finite record holds, and the divergence flag)
+# tuning: what a finite record holds, the divergence flag, and the fields a method's own report must not overwrite
+from .metrics import DIVERGENCE_FIELDS, FINITE, is_diverged
 from .profiles import Profile
 from .provenance import tuning_fingerprints
 from .tasks import ForgetTask, draw_per_class, few_shot as tasks_few_shot
@@ -904,9 +905,10 @@ def tune_corrupted(requests: Sequence[ForgetTask], profile: Profile, grids: Mapp
     trigger's target class, the swapped classes; :func:`~unlearnlib.metrics.protected_classes`) and ``a_0`` the
     original's: healed rises when a method deletes the target class, and this factor keeps that from being scored
     as healing (random labels point at no class: factor 1). The request is never reported, so its clean labels may
-    be read; the test split is not. The setting with the best mean score over the requests and seeds wins; diverged settings, ties (one image on each term of each
-    request) and grid extensions are handled as in :func:`tune`. Partial discovery makes the retrain model a poor
-    target here (it relearns the hidden corruption), which is why the score is not :func:`tune`'s retrain gap.
+    be read; the test split is not. The setting with the best mean score over the requests and seeds wins; diverged
+    settings, ties (one image on each term of each request) and grid extensions are handled as in :func:`tune`.
+    Partial discovery makes the retrain model a poor target here (it relearns the hidden corruption), which is why
+    the score is not :func:`tune`'s retrain gap.
     """
     from .metrics import healed_accuracy, protected_validation_accuracy
 

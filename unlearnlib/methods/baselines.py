@@ -718,9 +718,9 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, de
     parameter (``likelihood="categorical"``: a model trained with cross-entropy). ``likelihood="gaussian"`` is the
     Fisher of a model trained with the squared error ``1/2 ||f(x) - y||^2``, the negative log-likelihood of
     ``N(y; f(x), I)``: ``F_i = mean_x sum_k (d f_k(x) / d theta_i)^2``, the diagonal of the Gauss-Newton matrix
-    ``J^T J / n`` (a mixed-linear model's). The model runs in eval mode (BatchNorm uses its running statistics, so samples do not interact);
-    the per-sample gradients of all classes come from ``torch.func`` (``vmap`` of ``jacrev``), ``batch_size``
-    samples at a time, in chunks small enough for ``memory_limit`` bytes (:func:`fisher_chunk`; default a quarter
+    ``J^T J / n`` (a mixed-linear model's). The model runs in eval mode (BatchNorm uses its running statistics, so
+    samples do not interact); the per-sample gradients of all classes come from ``torch.func`` (``vmap`` of
+    ``jacrev``), ``batch_size`` samples at a time, in chunks small enough for ``memory_limit`` bytes (:func:`fisher_chunk`; default a quarter
     of a CUDA device's free memory, 1 GiB on a CPU): memory grows as samples x classes x parameters, which on a
     ResNet-18 is ~1.3 GB per sample. The chunking changes only the order of a sum."""
     from torch.func import functional_call, jacrev, vmap
@@ -754,10 +754,10 @@ def expected_fisher(model: nn.Module, data, indices, *, batch_size: int = 32, de
             with torch.no_grad():
                 prob = F.softmax(model(x), dim=1) if likelihood == "categorical" else None
             jac = per_sample(params, x)  # name -> (chunk, classes, *shape)
-            if prob is None:  # the Gaussian's Fisher weighs every output alike
-                prob = torch.ones(jac[next(iter(jac))].shape[:2], device=x.device, dtype=x.dtype)
             for n, j in jac.items():
-                total[n] += torch.einsum("bc,bc...->...", prob, j.detach().pow(2))
+                sq = j.detach().pow(2)
+                # the categorical Fisher weighs each class by its probability; the Gaussian's weighs outputs alike
+                total[n] += sq.sum(dim=(0, 1)) if prob is None else torch.einsum("bc,bc...->...", prob, sq)
             del jac
     model.train(was_training)
     return {n: t / len(idx) for n, t in total.items()}
