@@ -305,8 +305,7 @@ def test_the_runs_page_shows_dirty_and_stale_chapters():
 
 #: chapters committed from a tree with uncommitted library changes, before `make reproduce` refused that; each is
 #: re-executed clean under issues 37, 38 and 40, and must then leave this list (the test below fails until it does)
-KNOWN_DIRTY = {"mixed_privacy": "re-executed under issues 37, 38 and 40",
-               "comparison": "re-executed under issues 37, 38 and 40"}
+KNOWN_DIRTY = {"comparison": "re-executed under issues 37, 38 and 40"}
 
 
 def test_no_committed_chapter_ran_from_uncommitted_code():
