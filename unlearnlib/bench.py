@@ -594,10 +594,32 @@ def _comparison(c: _Ctx) -> ChapterWorkload:
                            "results are counted as if run here")
 
 
-#: chapter -> how its workload is counted; the comparison chapter reports 5 seeds by default (its N_SEEDS)
+def _ulira(c: _Ctx) -> ChapterWorkload:
+    S, rf = c.seeds, c.profile.random_forget
+    memorised = 500  # the chapter's N_MEMORISED on paper
+    methods = 13     # original, retrain, refuse_instances and the 10 methods read from the other chapters
+    trainings = (
+        c.train("original, CIFAR-10 (the attack's pool)", "cifar10", c.d, S, "model_scores on the random request "
+                "(one original serves both requests)", trainset="D"),
+        c.train(f"retrain without {rf} random images (the attack's pool)", "cifar10", c.d - rf, S,
+                "model_scores on the random request", trainset=f"D-random{rf}-seed0"),
+        c.train(f"retrain without the {memorised} most memorised images", "cifar10", c.d - memorised, S,
+                "model_scores on the memorised request"),
+    )
+    evaluations = (
+        Evaluation(f"quick metrics, loss attack and phi: {methods} methods x 2 requests", bench_name(c.profile.arch),
+                   CIFAR_TEST + rf, 2 * methods * len(S), "model_scores (D_f and the test split per model)"),
+    )
+    return ChapterWorkload("ulira", S, trainings, evaluations,
+                           "the unlearning runs (10 methods x 2 requests x the pool's seeds, with the settings of the "
+                           "chapters that tuned them) and the attack itself (array operations)")
+
+
+#: chapter -> how its workload is counted; the comparison chapter reports 5 seeds by default (its N_SEEDS), the
+#: per-example attack chapter its pool of 17 attack seeds on paper
 CHAPTER_WORKLOADS = {"foundations": (_foundations, None), "ssd": (_ssd, None), "classlevel": (_classlevel, None),
                      "l2ul": (_l2ul, None), "mixed_privacy": (_mixed_privacy, None), "rem": (_rem, None),
-                     "comparison": (_comparison, range(5))}
+                     "ulira": (_ulira, range(1000, 1017)), "comparison": (_comparison, range(5))}
 
 
 def paper_workload(seeds: Sequence[int] | None = None) -> dict[str, ChapterWorkload]:

@@ -127,6 +127,21 @@ def _run_one(name: str, hp: dict, ctx: _Seeded, task: ForgetTask, profile: Profi
     return with_run_info(_score(model, task, profile, seed, device, quick, ctx.ref_out), info), seconds, source
 
 
+def unlearned_model(setting: Setting, refs: References, task: ForgetTask, *, seed: int, device="auto"):
+    """The model that ``setting`` gives for one seed, with its seconds and what the method reported (plain values
+    only): the original itself (0 s), the retrain model (its training time), or the method run on the original.
+    For evaluations that read a model's outputs themselves (e.g. :mod:`unlearnlib.ulira`)."""
+    if setting.method == "original":
+        return refs.original.model, 0.0, {}
+    if setting.method == "retrain":
+        if refs.retrain is None:
+            raise ValueError("method 'retrain' was asked for, but the references hold no retrain model")
+        return refs.retrain.model, refs.retrain.train_seconds, {}
+    result = unlearn(setting.method, refs.original.model, task, seed=seed, device=device, **setting.hparams)
+    info = {k: v for k, v in result.info.items() if v is None or isinstance(v, (int, float, str, bool))}
+    return result.model, result.seconds, info
+
+
 def with_run_info(record: Mapping, info: Mapping) -> dict:
     """``record`` (an evaluation's metrics) joined by what the method reports about its run (``info``: steps, success,
     its own ``diverged: False``...). A record that the evaluation left unscored (a diverged or collapsed model) keeps
