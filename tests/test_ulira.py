@@ -102,7 +102,7 @@ def test_chosen_setting_names_its_source_and_says_what_is_missing(tmp_path):
         ulira.chosen_setting("ssd", ("chosen",), root=tmp_path)
 
 
-def test_on_real_data_the_attack_finds_the_original_and_not_retraining(small_fashion, tmp_path):
+def test_on_real_data_the_attack_finds_the_original_and_not_retraining(small_fashion, tmp_path, monkeypatch):
     """Models that memorise (a 1,000-image training set, 8 epochs): the original is told from retraining on most
     forgotten examples, retraining attacked as a method scores 0.5, and a stored run is reused."""
     profile = get_profile("smoke").replace(
@@ -125,3 +125,14 @@ def test_on_real_data_the_attack_finds_the_original_and_not_retraining(small_fas
     again = ulira.model_scores(request, profile, {"original": {}, "retrain": {}}, seeds=range(5), device="cpu",
                                progress=False, store=store)
     assert np.array_equal(again["original"][3]["phi"], scores["original"][3]["phi"])
+    # a stored entry is reused only under the same key: planted values come back until the attack's code changes
+    import json
+
+    stored = json.loads(store.read_text())
+    stored["original|3"]["phi"] = [0.0] * len(stored["original|3"]["phi"])
+    store.write_text(json.dumps(stored))
+    reused = ulira.model_scores(request, profile, {"original": {}}, seeds=[3], device="cpu", progress=False, store=store)
+    assert not reused["original"][3]["phi"].any()
+    monkeypatch.setattr(ulira, "modules_fingerprint", lambda modules: "other code")
+    redone = ulira.model_scores(request, profile, {"original": {}}, seeds=[3], device="cpu", progress=False, store=store)
+    assert np.array_equal(redone["original"][3]["phi"], scores["original"][3]["phi"])

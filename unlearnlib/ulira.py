@@ -46,6 +46,7 @@ import torch
 from . import _io
 from ._progress import tqdm
 from .config import REPO_ROOT
+from .fingerprint import modules_fingerprint
 from .experiment import Setting, _resolve, reference_models, unlearned_model, with_run_info
 from .metrics import DIVERGENCE_FIELDS, cross_entropy, is_diverged, mia_loss_lr, quick_evaluate, task_outputs
 from .profiles import Profile
@@ -58,6 +59,9 @@ FPR_LEVELS = (0.01, 0.05)
 ATTACK_METRICS = ("ulira_auc", "ulira_tpr_at_1", "ulira_tpr_at_5")
 #: the smallest number of shadow models per hypothesis a Gaussian is fitted to
 MIN_SHADOWS = 2
+#: the modules whose code makes a stored entry besides the method's own (which ``store_key`` already covers, with the
+#: core): this module (the statistic, the loss attack) and the experiment layer (how a method's model is made)
+ATTACK_MODULES = ("ulira", "experiment")
 
 
 def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -196,7 +200,8 @@ def model_scores(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappi
 
     ``store`` (a JSON file, written atomically after every run) makes an interrupted run resume: an entry is reused
     only when its :func:`~unlearnlib.provenance.store_key` (method, hyperparameters, request, seed, the original's
-    and the retrain model's cache keys, code) equals the key of the run it stands for."""
+    and the retrain model's cache keys, the method's and the core's code, and the code of :data:`ATTACK_MODULES`)
+    equals the key of the run it stands for."""
     stored = {}
     if store is not None and Path(store).exists():
         stored = _io.read_json(store, remedy="delete it to recompute the attack's models")
@@ -210,7 +215,8 @@ def model_scores(task: ForgetTask, profile: Profile, methods: Mapping[str, Mappi
             refs, refs_seed = reference_models(task, profile, seed, device=device, progress=progress), seed
         setting = _resolve(label, methods[label])
         key = store_key(method=setting.method, hparams=setting.hparams, request=task, seed=seed,
-                        extra={"original": refs.original.key, "retrain": refs.retrain.key, "attack": "ulira-phi"})
+                        extra={"original": refs.original.key, "retrain": refs.retrain.key,
+                               "attack": modules_fingerprint(ATTACK_MODULES)})
         entry_id = f"{label}|{seed}"
         if stored.get(entry_id, {}).get("store_key") == key:
             entry = dict(stored[entry_id])
