@@ -48,7 +48,7 @@ from ._progress import tqdm
 from .config import REPO_ROOT
 from .fingerprint import modules_fingerprint
 from .experiment import Setting, _resolve, reference_models, unlearned_model, with_run_info
-from .metrics import DIVERGENCE_FIELDS, cross_entropy, is_diverged, mia_loss_lr, quick_evaluate, task_outputs
+from .metrics import cross_entropy, is_diverged, mia_loss_lr, quick_evaluate, task_outputs
 from .profiles import Profile
 from .provenance import store_key
 from .tasks import ForgetTask
@@ -111,25 +111,13 @@ def log_likelihood_ratio(phi: np.ndarray, unlearned: Gaussians, retrained: Gauss
 def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     """The area under the ROC curve: the probability that a random positive scores above a random negative (ties
     count one half), by the rank-sum formula."""
+    from scipy.stats import rankdata
+
     pos, neg = np.asarray(positives, float), np.asarray(negatives, float)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("an ROC curve needs positives and negatives")
-    ranks = _average_ranks(np.concatenate([pos, neg]))
+    ranks = rankdata(np.concatenate([pos, neg]))   # ties get their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        stop = start
-        while stop + 1 < len(values) and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
 
 
 def tpr_at_fpr(positives: np.ndarray, negatives: np.ndarray, fpr: float) -> float:
@@ -272,8 +260,7 @@ def attack_records(scores: Mapping[str, Mapping[int, dict]], *, task_label: str,
             kept = {k: v for k, v in entry.items() if k not in ("phi", "store_key")}
             records.append({"task": task_label, "method": label, "seed": fold["seed"], **kept,
                             **{k: fold[k] for k in (*ATTACK_METRICS, "shadows_unlearned", "shadows_retrained")},
-                            "why_unscored": fold.get("why_unscored"), "variance": variance,
-                            **{k: entry.get(k, None) for k in DIVERGENCE_FIELDS}})
+                            "why_unscored": fold.get("why_unscored"), "variance": variance})
     return records, folds
 
 
